@@ -1,0 +1,39 @@
+# `make run` and `make test` work from a fresh clone: each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MYSQL_URL ?= mysql+pymysql://root:@127.0.0.1:3306
+MYSQL_TEST_DB ?= tasks_test
+
+.PHONY: install run worker migrate test test-mysql clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+migrate: install
+	$(BIN)/alembic upgrade head
+
+run: migrate
+	$(BIN)/gunicorn -c service/gunicorn_conf.py
+
+worker: migrate
+	$(BIN)/python -m service.worker
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite against the local MariaDB, in a scratch database made afresh.
+test-mysql: install
+	$(BIN)/python -c "import pymysql; c = pymysql.connect(host='127.0.0.1', user='root', password=''); \
+	  c.cursor().execute('DROP DATABASE IF EXISTS $(MYSQL_TEST_DB)'); \
+	  c.cursor().execute('CREATE DATABASE $(MYSQL_TEST_DB) CHARACTER SET utf8mb4')"
+	TEST_DATABASE_URL=$(MYSQL_URL)/$(MYSQL_TEST_DB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -1,0 +1,48 @@
+"""Run migrations against DATABASE_URL (or a URL a caller set on the config)."""
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from db.models import Base
+from db.session import ensure_sqlite_file
+from service.config import database_url
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def url():
+    """The URL set by a caller (tests) or else the service's DATABASE_URL."""
+    return config.get_main_option("sqlalchemy.url") or database_url()
+
+
+def run_migrations_offline():
+    context.configure(url=url(), target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url())
+    if target.get_backend_name() == "sqlite":
+        ensure_sqlite_file(target)
+    engine = create_engine(target, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,4 @@
+"""Everything that touches the database. Imports no Flask."""
+from db.session import Session, dispose_engine, get_engine, init_engine, session_scope
+
+__all__ = ["Session", "dispose_engine", "get_engine", "init_engine", "session_scope"]

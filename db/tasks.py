@@ -1,0 +1,256 @@
+"""Data functions for the task queue; each takes a session and none commits.
+
+Every write to a running task is fenced by (owner, attempts): a runner that lost
+its lease, or a late thread, can never overwrite what a newer attempt recorded.
+"""
+import dataclasses
+import datetime as dt
+
+from sqlalchemy import func, select, update
+
+from db.models import (
+    CANCELLED,
+    FAILED,
+    FINISHED_STATES,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Task,
+    utcnow,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a worker needs to run one attempt of a task: plain values, no ORM object."""
+
+    id: int
+    name: str
+    args: dict
+    attempt: int
+    max_attempts: int
+    time_limit: float | None
+    cancel_requested: bool
+
+
+def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None):
+    """Add a queued task and flush so its id is known."""
+    now = utcnow()
+    task = Task(
+        name=name,
+        args=args,
+        status=QUEUED,
+        run_after=run_after or now,
+        created_at=now,
+        max_attempts=max_attempts,
+        time_limit=time_limit,
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+def get_task(session, task_id):
+    """Return the task with this id, or None."""
+    return session.get(Task, task_id)
+
+
+def list_tasks(session, limit, offset, status=None, name=None):
+    """Return (one page of tasks newest first, total count), optionally filtered."""
+    conditions = []
+    if status:
+        conditions.append(Task.status == status)
+    if name:
+        conditions.append(Task.name == name)
+    total = session.scalar(select(func.count()).select_from(Task).where(*conditions))
+    page = session.scalars(
+        select(Task).where(*conditions).order_by(Task.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return page, total
+
+
+def count_queued(session):
+    """Return how many tasks wait to run."""
+    return session.scalar(select(func.count()).select_from(Task).where(Task.status == QUEUED))
+
+
+def count_unfinished(session):
+    """Return how many tasks are queued or running."""
+    return session.scalar(
+        select(func.count()).select_from(Task).where(Task.status.in_((QUEUED, RUNNING)))
+    )
+
+
+def claim_tasks(session, owner, limit):
+    """Mark up to limit due queued tasks running for owner; return their Claims.
+
+    The UPDATE only takes rows that are still queued, so two runners racing for
+    the same row cannot both win; SKIP LOCKED (MySQL) keeps them off each
+    other's rows in the first place.
+    """
+    now = utcnow()
+    ids = session.scalars(
+        select(Task.id)
+        .where(Task.status == QUEUED, Task.run_after <= now)
+        .order_by(Task.run_after, Task.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not ids:
+        session.rollback()
+        return []
+    session.execute(
+        update(Task)
+        .where(Task.id.in_(ids), Task.status == QUEUED)
+        .values(
+            status=RUNNING,
+            owner=owner,
+            attempts=Task.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(
+        select(
+            Task.id,
+            Task.name,
+            Task.args,
+            Task.attempts,
+            Task.max_attempts,
+            Task.time_limit,
+            Task.cancel_requested,
+        )
+        .where(Task.id.in_(ids), Task.owner == owner, Task.status == RUNNING)
+        .order_by(Task.id)
+    ).all()
+    return [Claim(*row) for row in rows]
+
+
+def _fenced(claim, owner):
+    """Update statement for this attempt of the task, only while it is still ours."""
+    return (
+        update(Task)
+        .where(
+            Task.id == claim.id,
+            Task.owner == owner,
+            Task.attempts == claim.attempt,
+            Task.status == RUNNING,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):
+    """Record how this attempt ended; return False if the task is no longer ours."""
+    assert status in FINISHED_STATES
+    values = {"status": status, "finished_at": utcnow(), "error": error, "traceback": traceback}
+    if status == SUCCEEDED:
+        values.update(result=result, progress=100)
+    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+
+
+def retry_task(session, claim, owner, run_after, error, traceback=None):
+    """Put this attempt back in the queue to run again at run_after."""
+    message = f"attempt {claim.attempt} of {claim.max_attempts} failed; retrying"
+    values = dict(
+        status=QUEUED,
+        owner=None,
+        run_after=run_after,
+        error=error,
+        traceback=traceback,
+        message=message,
+    )
+    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+
+
+def release_task(session, claim, owner):
+    """Give back an attempt that was cut short by shutdown; it does not count."""
+    values = dict(status=QUEUED, owner=None, attempts=Task.attempts - 1, run_after=utcnow())
+    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+
+
+def save_progress(session, claim, owner, progress, message):
+    """Store a running attempt's progress."""
+    values = {"progress": progress, "message": message}
+    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+
+
+def heartbeat(session, owner, task_ids):
+    """Refresh the lease of these running tasks of owner."""
+    if not task_ids:
+        return 0
+    statement = (
+        update(Task)
+        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == RUNNING)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).rowcount
+
+
+def cancel_requested_ids(session, task_ids):
+    """Return which of these tasks have been asked to cancel."""
+    if not task_ids:
+        return set()
+    statement = select(Task.id).where(Task.id.in_(task_ids), Task.cancel_requested.is_(True))
+    return set(session.scalars(statement))
+
+
+def recover_expired(session, lease_seconds):
+    """Take back running tasks whose lease expired; return (requeued, failed)."""
+    now = utcnow()
+    expired = (Task.status == RUNNING, Task.heartbeat_at < now - dt.timedelta(seconds=lease_seconds))
+    # Find them with a plain read first, then update by primary key: an UPDATE
+    # that scans every running row would lock rows live workers are finishing.
+    ids = session.scalars(select(Task.id).where(*expired)).all()
+    if not ids:
+        return 0, 0
+    requeued = session.execute(
+        update(Task)
+        .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)
+        .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    failed = session.execute(
+        update(Task)
+        .where(Task.id.in_(ids), *expired, Task.attempts >= Task.max_attempts)
+        .values(status=FAILED, error="worker lost", finished_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return requeued, failed
+
+
+CANCEL_DONE, CANCEL_REQUESTED, CANCEL_TOO_LATE = "cancelled", "requested", "too late"
+
+
+def request_cancel(session, task_id):
+    """Cancel a queued task or flag a running one.
+
+    Returns CANCEL_DONE, CANCEL_REQUESTED (the running task will see it),
+    CANCEL_TOO_LATE (already finished) or None for an unknown id.
+    """
+    for _ in range(5):
+        cancelled = session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status == QUEUED)
+            .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if cancelled:
+            return CANCEL_DONE
+        flagged = session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status == RUNNING)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if flagged:
+            return CANCEL_REQUESTED
+        status = session.scalar(select(Task.status).where(Task.id == task_id))
+        if status is None:
+            return None
+        if status in FINISHED_STATES:
+            return CANCEL_TOO_LATE
+        # It moved between queued and running while we looked; look again.
+    return CANCEL_TOO_LATE

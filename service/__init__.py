@@ -1,0 +1,97 @@
+"""The Flask application factory."""
+import logging
+import os
+
+from flask import Flask
+from flask_cors import CORS
+from flask_smorest import Api
+
+from db import Session, init_engine
+from service.config import load_config
+from service.errors import register_error_handlers
+from service.runner import Runner, RunnerConfig
+
+API_SETTINGS = {
+    "API_TITLE": "Durable tasks",
+    "API_VERSION": "1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "PROPAGATE_EXCEPTIONS": False,
+}
+
+
+def create_app(config=None):
+    """Build the app: settings, database, errors, CORS, routes, task runner."""
+    app = Flask(__name__, static_folder=None)
+    app.config.update(API_SETTINGS)
+    app.config.update(load_config(os.environ))
+    app.config.update(config or {})
+    configure_logging(app)
+    init_database(app)
+    init_cors(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    init_runner(app)
+    return app
+
+
+def configure_logging(app):
+    """Send our loggers to stderr at LOG_LEVEL."""
+    configure_logging_from(app.config)
+
+
+def configure_logging_from(settings):
+    """Log to stderr at settings["LOG_LEVEL"] (also used by the standalone worker)."""
+    logging.basicConfig(
+        level=settings["LOG_LEVEL"],
+        format="%(asctime)s %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s",
+    )
+
+
+def init_database(app):
+    """Create the engine with a pool for request threads plus task threads."""
+    # request threads + task workers + the dispatcher's own sessions
+    needed = app.config["WEB_THREADS"] + app.config["TASK_WORKERS"] + 2
+    init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed)
+    app.teardown_appcontext(lambda exc: Session.remove())
+
+
+def init_cors(app):
+    """Allow cross-origin calls only from the origins listed in CORS_ORIGINS."""
+    if app.config["CORS_ORIGINS"]:
+        CORS(app, origins=app.config["CORS_ORIGINS"], supports_credentials=False)
+
+
+def register_blueprints(app):
+    """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
+    from service.api import health, seed, tasks, users
+
+    api = Api(app)
+    for module in (users, tasks, seed, health):
+        api.register_blueprint(module.blp)
+
+
+def init_runner(app):
+    """Create the task runner; it starts in the serving process, never before a fork."""
+    import service.jobs  # noqa: F401  registers the task functions
+
+    runner = Runner(runner_config(app.config))
+    app.extensions["runner"] = runner
+    if runner.config.workers:
+        app.before_request(runner.ensure_started)
+    return runner
+
+
+def runner_config(settings):
+    """Map the app's settings onto a RunnerConfig."""
+    return RunnerConfig(
+        workers=settings["TASK_WORKERS"],
+        max_queued=settings["TASK_MAX_QUEUED"],
+        heartbeat=settings["TASK_HEARTBEAT"],
+        lease=settings["TASK_LEASE"],
+        shutdown_grace=settings["TASK_SHUTDOWN_GRACE"],
+        poll_interval=settings["TASK_POLL_INTERVAL"],
+        retry_base=settings["TASK_RETRY_BASE"],
+        retry_cap=settings["TASK_RETRY_CAP"],
+    )

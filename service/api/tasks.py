@@ -1,0 +1,69 @@
+"""/api/tasks: submit tasks, follow them, cancel them."""
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+
+from db import Session, tasks
+from service.api import get_runner
+from service.schemas import TaskIn, TaskOut, TaskQuery
+
+blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
+
+
+def find_task(task_id):
+    """Return the task or answer 404."""
+    task = tasks.get_task(Session, task_id)
+    if task is None:
+        abort(404, message=f"task {task_id} not found")
+    return task
+
+
+@blp.route("")
+class Tasks(MethodView):
+    @blp.arguments(TaskIn)
+    @blp.response(202, TaskOut)
+    @blp.alt_response(422, description="Unknown task name or invalid arguments")
+    @blp.alt_response(503, description="The queue is full; see Retry-After")
+    def post(self, data):
+        """Queue a registered task; it runs in the background."""
+        task = get_runner().enqueue(data.pop("name"), data.pop("args"), **data)
+        return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
+
+    @blp.arguments(TaskQuery, location="query")
+    @blp.response(200, TaskOut(many=True))
+    @blp.paginate()
+    def get(self, query, pagination_parameters):
+        """List tasks, newest first, optionally by status and name."""
+        page_size = pagination_parameters.page_size
+        offset = (pagination_parameters.page - 1) * page_size
+        items, total = tasks.list_tasks(Session, page_size, offset, **query)
+        pagination_parameters.item_count = total
+        return items
+
+
+@blp.route("/<int:task_id>")
+class Task(MethodView):
+    @blp.response(200, TaskOut)
+    def get(self, task_id):
+        """Get a task: its status, progress, result or error."""
+        return find_task(task_id)
+
+
+@blp.route("/<int:task_id>/cancel")
+class CancelTask(MethodView):
+    @blp.response(200, TaskOut, description="Cancelled before it ran")
+    @blp.alt_response(202, schema=TaskOut, description="Running; the task was asked to stop")
+    @blp.alt_response(409, description="Already finished")
+    def post(self, task_id):
+        """Cancel a queued task, or ask a running one to stop."""
+        outcome = tasks.request_cancel(Session, task_id)
+        Session.commit()
+        if outcome is None:
+            abort(404, message=f"task {task_id} not found")
+        task = find_task(task_id)
+        if outcome == tasks.CANCEL_TOO_LATE:
+            abort(409, message=f"task {task_id} already finished ({task.status})")
+        if outcome == tasks.CANCEL_REQUESTED:
+            get_runner().wake()
+            return task, 202
+        return task

@@ -1,0 +1,66 @@
+"""Every setting, read from the environment with safe defaults."""
+import os
+
+DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
+
+
+class ConfigError(ValueError):
+    """A setting in the environment has a value that cannot be used."""
+
+
+def _number(environ, key, default, kind=int, minimum=0):
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _flag(environ, key, default=False):
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
+def database_url(environ=None):
+    """Return DATABASE_URL, or the default SQLite file under var/."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def load_config(environ):
+    """Return the settings dict built from environ (e.g. os.environ)."""
+    origins = environ.get("CORS_ORIGINS", "")
+    return {
+        "DATABASE_URL": database_url(environ),
+        "HOST": environ.get("HOST") or "127.0.0.1",
+        "PORT": _number(environ, "PORT", 8000, minimum=1),
+        "WEB_WORKERS": _number(environ, "WEB_WORKERS", 1, minimum=1),
+        "WEB_THREADS": _number(environ, "WEB_THREADS", 8, minimum=1),
+        "TASK_WORKERS": _number(environ, "TASK_WORKERS", 4),
+        "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
+        "TASK_HEARTBEAT": _number(environ, "TASK_HEARTBEAT", 5.0, float, minimum=0.05),
+        "TASK_LEASE": _number(environ, "TASK_LEASE", 30.0, float, minimum=0.1),
+        "TASK_SHUTDOWN_GRACE": _number(environ, "TASK_SHUTDOWN_GRACE", 30.0, float),
+        "TASK_POLL_INTERVAL": _number(environ, "TASK_POLL_INTERVAL", 0.5, float, minimum=0.01),
+        "TASK_RETRY_BASE": _number(environ, "TASK_RETRY_BASE", 1.0, float),
+        "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
+        "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
+        "ALLOW_DB_RESET": _flag(environ, "ALLOW_DB_RESET"),
+        "SEED_SYNC_DELAY": _number(environ, "SEED_SYNC_DELAY", 10.0, float),
+        "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float),
+        "LOG_LEVEL": (environ.get("LOG_LEVEL") or "INFO").upper(),
+        "DEBUG": _flag(environ, "DEBUG"),
+        "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
+    }

@@ -1,0 +1,38 @@
+"""gunicorn settings from the same environment; the runner starts after the fork."""
+import os
+
+from service.config import load_config
+
+_settings = load_config(os.environ)
+
+bind = f"{_settings['HOST']}:{_settings['PORT']}"
+workers = _settings["WEB_WORKERS"]
+worker_class = "gthread"
+threads = _settings["WEB_THREADS"]
+# A worker's shutdown waits for its running tasks; the master must wait longer.
+graceful_timeout = int(_settings["TASK_SHUTDOWN_GRACE"]) + 10
+# /user/add sleeps SEED_SYNC_DELAY in the request, as the article's route does.
+timeout = max(30, int(_settings["SEED_SYNC_DELAY"]) + 30)
+accesslog = "-" if _settings["LOG_LEVEL"] == "DEBUG" else None
+wsgi_app = "service:create_app()"
+# Several servers may run on one machine (tests, web + worker); the control socket would collide.
+control_socket_disable = True
+
+
+def _runner(worker):
+    extensions = getattr(worker.wsgi, "extensions", {})
+    return extensions.get("runner")
+
+
+def post_worker_init(worker):
+    """Start this worker process's task runner (never in the master, before a fork)."""
+    runner = _runner(worker)
+    if runner is not None and runner.config.workers:
+        runner.start()
+
+
+def worker_exit(server, worker):
+    """Let running tasks finish within the grace, requeue the rest."""
+    runner = _runner(worker)
+    if runner is not None:
+        runner.stop()

@@ -1,0 +1,23 @@
+"""The task functions themselves. Each gets a TaskContext and plain values."""
+from marshmallow import Schema, fields, validate
+
+from db import Session, users
+from service.runner import task
+
+MAX_DELAY = 300  # seconds a create_user task may be asked to work before inserting
+
+
+class CreateUserArgs(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    age = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=200))
+    delay = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=MAX_DELAY))
+
+
+@task("create_user", schema=CreateUserArgs)
+def create_user(ctx, name, age, delay=0.0):
+    """Work for delay seconds (cancellable), insert a user, return its id."""
+    if delay:
+        ctx.progress(0, f"working for {delay:g}s")
+        ctx.sleep(delay)
+    user = users.create_user(Session, name=name, age=age)
+    return user.id

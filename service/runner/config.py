@@ -1,0 +1,16 @@
+"""Settings of one runner."""
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    workers: int = 4  # task threads in this process
+    max_queued: int = 10_000  # backlog beyond which submit is refused
+    heartbeat: float = 5.0  # seconds between lease refreshes
+    lease: float = 30.0  # a running task whose heartbeat is older is taken back
+    shutdown_grace: float = 30.0  # seconds running tasks get to finish on shutdown
+    poll_interval: float = 0.5  # seconds between looks for work from other processes
+    time_limit_grace: float = 5.0  # seconds past its time limit before a task is failed
+    retry_base: float = 1.0  # first retry delay, doubled per attempt
+    retry_cap: float = 300.0  # longest retry delay
+    claim_batch: int = 16  # most tasks claimed in one transaction

@@ -1,0 +1,76 @@
+"""Task functions registered by name; only registered names can ever run."""
+import dataclasses
+
+from marshmallow import Schema, ValidationError
+
+
+class UnknownTask(LookupError):
+    """No task is registered under this name."""
+
+    def __init__(self, name, known):
+        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(known) or 'none'}")
+        self.name = name
+        self.known = known
+
+
+class InvalidArguments(ValueError):
+    """A task's arguments failed its schema."""
+
+    def __init__(self, messages):
+        super().__init__(f"invalid task arguments: {messages}")
+        self.messages = messages
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: its function, argument schema and defaults."""
+
+    name: str
+    fn: object
+    schema: Schema
+    max_attempts: int
+    time_limit: float | None
+
+    def load_args(self, args):
+        """Validate args against the schema; return the loaded values."""
+        try:
+            return self.schema.load(args if args is not None else {})
+        except ValidationError as error:
+            raise InvalidArguments(error.messages) from error
+
+    def normalize_args(self, args):
+        """Validate args and return them as plain JSON to store with the task."""
+        return self.schema.dump(self.load_args(args))
+
+
+class TaskRegistry:
+    """Name -> TaskSpec."""
+
+    def __init__(self):
+        self._specs = {}
+
+    def task(self, name, schema, max_attempts=3, time_limit=None):
+        """Register the decorated function fn(ctx, **args) under name."""
+
+        def register(fn):
+            if name in self._specs and self._specs[name].fn is not fn:
+                raise ValueError(f"task {name!r} is already registered")
+            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit)
+            return fn
+
+        return register
+
+    def get(self, name):
+        """Return the spec for name or raise UnknownTask."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownTask(name, self.names()) from None
+
+    def names(self):
+        """Return the registered names, sorted."""
+        return sorted(self._specs)
+
+
+registry = TaskRegistry()
+task = registry.task

@@ -1,0 +1,247 @@
+"""A bounded pool of task threads fed from the tasks table."""
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+
+from db import Session, session_scope, tasks
+from db.models import FAILED
+from service.runner.execute import Execution, run_execution
+from service.runner.submit import add_task
+
+log = logging.getLogger(__name__)
+
+STOP = None  # sentinel that tells a worker thread to exit
+
+
+class Runner:
+    """Claims due tasks and runs them on a fixed number of threads.
+
+    Start it in the process that will run tasks (after any fork); start() is
+    idempotent and starts afresh in a forked child.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.owner = None
+        self._pid = None
+        self._lock = threading.Lock()
+        self._threads = []
+        self._dispatcher = None
+
+    # -- submitting -------------------------------------------------------
+
+    def enqueue(self, name, args, **options):
+        """Validate and commit a new task with the thread's Session, then wake a worker.
+
+        Returns the task row. It is committed before any worker can see it.
+        """
+        task = add_task(Session, name, args, self.config.max_queued, **options)
+        Session.commit()
+        self.wake()
+        return task
+
+    def wake(self):
+        """Tell the dispatcher there may be work (it also polls on its own)."""
+        if self._dispatcher is not None:
+            self._wake.set()
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self):
+        """Start the dispatcher and worker threads in this process if not running."""
+        with self._lock:
+            if self._pid == os.getpid() and self.alive():
+                return
+            self._pid = os.getpid()
+            self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self._stopping = threading.Event()
+            self._wake = threading.Event()
+            self._jobs = queue.SimpleQueue()
+            self._active = {}  # task id -> Execution, claimed by this process
+            self._changed = threading.Condition()
+            self._threads = [
+                threading.Thread(target=self._work, name=f"task-worker-{n}", daemon=True)
+                for n in range(self.config.workers)
+            ]
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="task-dispatcher", daemon=True
+            )
+            for thread in self._threads:
+                thread.start()
+            self._dispatcher.start()
+            log.info("runner %s started with %d workers", self.owner, self.config.workers)
+
+    def ensure_started(self):
+        """Start the runner unless it already runs in this process (cheap to call often)."""
+        if self._pid != os.getpid():
+            self.start()
+
+    def alive(self):
+        """True while the dispatcher and every worker thread of this process run."""
+        return (
+            self._pid == os.getpid()
+            and self._dispatcher is not None
+            and self._dispatcher.is_alive()
+            and all(thread.is_alive() for thread in self._threads)
+        )
+
+    def stop(self, grace=None):
+        """Stop claiming, give running tasks up to grace seconds, requeue the rest."""
+        with self._lock:
+            if self._pid != os.getpid() or self._dispatcher is None:
+                return
+            grace = self.config.shutdown_grace if grace is None else grace
+            self._stopping.set()
+            self._wake.set()
+            self._dispatcher.join()
+            self._dispatcher = None
+            unstarted = self._take_unstarted()
+            for _ in self._threads:
+                self._jobs.put(STOP)
+            deadline = time.monotonic() + grace
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: not self._active, timeout=max(0.0, deadline - time.monotonic())
+                )
+                unfinished = list(self._active.values())
+            for execution in unfinished:
+                execution.abandoned = True
+                execution.ctx.cancel()
+            released = self._release(unstarted + unfinished)
+            for thread in self._threads:
+                thread.join(timeout=0.5)
+            self._threads = []
+            self._pid = None
+            log.info("runner %s stopped; %d unfinished tasks requeued", self.owner, released)
+
+    # -- threads ------------------------------------------------------------
+
+    def _work(self):
+        """Worker thread: run executions until told to stop."""
+        while True:
+            execution = self._jobs.get()
+            if execution is STOP:
+                return
+            try:
+                if not execution.abandoned:
+                    run_execution(execution, self.owner, self.config)
+            except Exception:  # never let one task kill the worker thread
+                log.exception("runner error in task %s", execution.claim.id)
+            finally:
+                with self._changed:
+                    self._active.pop(execution.claim.id, None)
+                    self._changed.notify_all()
+                self._wake.set()
+
+    def _dispatch(self):
+        """Dispatcher thread: claim work for idle workers and keep leases alive."""
+        next_heartbeat = 0.0
+        failures = 0
+        while not self._stopping.is_set():
+            claimed_all = False
+            try:
+                claimed_all = self._claim()
+                self._enforce_time_limits()
+                self._save_progress()
+                if time.monotonic() >= next_heartbeat:
+                    self._maintain()
+                    next_heartbeat = time.monotonic() + self.config.heartbeat
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("runner %s: database error in dispatcher", self.owner)
+            finally:
+                Session.remove()
+            if claimed_all and not failures:
+                continue  # there may be more due work right now
+            timeout = self.config.poll_interval * min(2**failures, 20)
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _claim(self):
+        """Claim as many due tasks as there are idle workers; True if all slots filled."""
+        free = self.config.workers - len(self._active)
+        if free <= 0:
+            return False
+        limit = min(free, self.config.claim_batch)
+        claims = tasks.claim_tasks(Session, self.owner, limit)
+        Session.commit()
+        with self._changed:
+            for claim in claims:
+                self._active[claim.id] = Execution(claim)
+        for claim in claims:
+            self._jobs.put(self._active[claim.id])
+        return len(claims) == limit
+
+    def _enforce_time_limits(self):
+        """Signal tasks past their time limit; fail those that ignore it past the grace."""
+        now = time.monotonic()
+        for execution in list(self._active.values()):
+            if execution.abandoned or not execution.past_time_limit(now):
+                continue
+            execution.ctx.cancel()
+            if execution.past_time_limit(now, self.config.time_limit_grace):
+                execution.abandoned = True
+                claim = execution.claim
+                with session_scope() as session:
+                    message = f"time limit of {claim.time_limit:g}s exceeded"
+                    tasks.finish_task(session, claim, self.owner, FAILED, error=message)
+                log.error("task %s (%s) exceeded its time limit; result will be discarded",
+                          claim.id, claim.name)
+
+    def _save_progress(self):
+        """Write the progress that tasks reported since the last tick."""
+        pending = []
+        for execution in list(self._active.values()):
+            progress = execution.ctx.take_progress()
+            if progress is not None and not execution.abandoned:
+                pending.append((execution.claim, progress))
+        if pending:
+            with session_scope() as session:
+                for claim, (percent, message) in pending:
+                    tasks.save_progress(session, claim, self.owner, percent, message)
+
+    def _maintain(self):
+        """Refresh our leases, pick up cancel requests, recover expired leases."""
+        mine = [ex for ex in list(self._active.values()) if not ex.abandoned]
+        ids = [ex.claim.id for ex in mine]
+        with session_scope() as session:
+            tasks.heartbeat(session, self.owner, ids)
+            cancelled = tasks.cancel_requested_ids(session, ids)
+            requeued, failed = tasks.recover_expired(session, self.config.lease)
+        for execution in mine:
+            if execution.claim.id in cancelled:
+                execution.ctx.cancel()
+        if requeued or failed:
+            log.warning("recovered tasks of lost workers: %d requeued, %d failed", requeued, failed)
+            self._wake.set()
+
+    def _take_unstarted(self):
+        """Remove claimed tasks that no worker has started yet."""
+        unstarted = []
+        while True:
+            try:
+                execution = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            unstarted.append(execution)
+        with self._changed:
+            for execution in unstarted:
+                self._active.pop(execution.claim.id, None)
+            self._changed.notify_all()
+        return unstarted
+
+    def _release(self, executions):
+        """Requeue executions cut short by shutdown; they do not count as attempts."""
+        released = 0
+        try:
+            with session_scope() as session:
+                for execution in executions:
+                    released += tasks.release_task(session, execution.claim, self.owner)
+        except Exception:
+            log.exception("could not requeue %d tasks; their leases will expire", len(executions))
+        return released

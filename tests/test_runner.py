@@ -1,0 +1,254 @@
+"""The runner with real threads on a real database."""
+import datetime as dt
+import gc
+import threading
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import session as orm_session
+
+import db
+from db import tasks
+from db.models import Task, User, utcnow
+from service.runner import QueueFull
+from service.runner.retry import backoff_seconds
+from tests.conftest import count_rows, wait_for
+
+
+def task_row(task_id):
+    with db.session_scope() as s:
+        return s.get(Task, task_id)
+
+
+def wait_finished(task_ids, timeout=60):
+    """Wait until every task has finished; return their rows by id."""
+    def done():
+        with db.session_scope() as s:
+            rows = s.scalars(select(Task).where(Task.id.in_(task_ids))).all()
+        if len(rows) == len(task_ids) and all(r.finished for r in rows):
+            return {r.id: r for r in rows}
+        return None
+
+    return wait_for(done, timeout=timeout, message=f"{len(task_ids)} tasks to finish")
+
+
+def wait_status(task_id, status, timeout=30):
+    return wait_for(lambda: task_row(task_id).status == status and task_row(task_id),
+                    timeout=timeout, message=f"task {task_id} to be {status}")
+
+
+def enqueue(runner, name, args=None, **options):
+    task_id = runner.enqueue(name, args or {}, **options).id
+    db.Session.remove()
+    return task_id
+
+
+def users_named(name):
+    return count_rows(User, User.name == name)
+
+
+def open_transactions():
+    gc.collect()
+    return [s for s in list(orm_session._sessions.values()) if s.in_transaction()]
+
+
+def test_task_sees_no_app_context_and_writes(runner):
+    task_id = enqueue(runner, "probe")
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "succeeded", row.error
+    assert row.result["app_context"] is False
+    assert users_named("probe") == 1
+
+
+def test_no_connection_or_session_left_after_200_tasks(runner, database):
+    ids = [enqueue(runner, "probe") for _ in range(200)]
+    rows = wait_finished(ids)
+    assert {r.status for r in rows.values()} == {"succeeded"}
+    # Every task started on a thread whose previous task had removed its session.
+    assert not [r.id for r in rows.values() if r.result["session_at_start"]]
+    assert len({r.result["thread"] for r in rows.values()}) <= runner.config.workers
+    assert users_named("probe") == 200
+    wait_for(lambda: database.pool.checkedout() == 0, message="pool checked-out to reach 0")
+    wait_for(lambda: not open_transactions(), message="no session to hold a transaction")
+
+
+def test_failure_is_recorded_and_next_task_on_same_thread_succeeds(make_runner):
+    runner = make_runner(workers=1)
+    failing = enqueue(runner, "fail_always")
+    following = enqueue(runner, "probe")
+    rows = wait_finished([failing, following])
+    failed, ok = rows[failing], rows[following]
+    assert failed.status == "failed"
+    assert failed.error == "ValueError: boom"
+    assert 'raise ValueError("boom")' in failed.traceback
+    assert failed.attempts == 1  # an ordinary exception is not retried
+    assert users_named("must roll back") == 0
+    assert ok.status == "succeeded", ok.error
+    assert ok.result["session_at_start"] is False
+    assert ok.result["thread"] == "task-worker-0"
+
+
+def test_two_runners_on_one_database_run_each_task_once(database, make_runner):
+    with db.session_scope() as s:
+        for n in range(500):
+            tasks.insert_task(s, "create_user", {"name": f"user {n}", "age": 1, "delay": 0.0})
+    first, second = make_runner(), make_runner()
+    with db.session_scope() as s:
+        ids = s.scalars(select(Task.id)).all()
+    rows = wait_finished(ids, timeout=120)
+    assert {r.status for r in rows.values()} == {"succeeded"}
+    assert {r.attempts for r in rows.values()} == {1}
+    assert {r.owner for r in rows.values()} <= {first.owner, second.owner}
+    with db.session_scope() as s:
+        names = s.scalars(select(User.name)).all()
+    assert len(names) == 500
+    assert len(set(names)) == 500
+
+
+def test_submit_beyond_the_backlog_bound_is_refused(make_runner, session):
+    runner = make_runner(workers=0, max_queued=3)
+    for n in range(3):
+        enqueue(runner, "noop")
+    with pytest.raises(QueueFull):
+        runner.enqueue("noop", {})
+    session.rollback()
+    assert count_rows(Task) == 3
+
+
+def test_running_task_sees_cancel_and_writes_nothing(runner, session):
+    task_id = enqueue(runner, "sleepy", {"seconds": 60})
+    wait_status(task_id, "running")
+    assert tasks.request_cancel(session, task_id) == tasks.CANCEL_REQUESTED
+    session.commit()
+    row = wait_status(task_id, "cancelled")
+    assert row.finished_at is not None
+    assert users_named("sleepy") == 0
+
+
+def test_progress_is_visible_while_running(runner, session):
+    task_id = enqueue(runner, "sleepy", {"seconds": 60})
+    row = wait_for(lambda: task_row(task_id).progress == 50 and task_row(task_id),
+                   message="progress 50")
+    assert row.status == "running"
+    assert row.message == "sleeping"
+    tasks.request_cancel(session, task_id)
+    session.commit()
+    wait_status(task_id, "cancelled")
+
+
+def test_transient_errors_are_retried_and_only_the_last_attempt_writes(runner):
+    task_id = enqueue(runner, "flaky", {"times": 2})
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "succeeded", row.error
+    assert row.attempts == 3
+    assert row.result == 3
+    with db.session_scope() as s:
+        assert s.scalars(select(User.name)).all() == ["flaky attempt 3"]
+
+
+def test_transient_errors_fail_after_max_attempts(runner):
+    task_id = enqueue(runner, "flaky", {"times": 99})
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "failed"
+    assert row.attempts == 5
+    assert "database is locked" in row.error
+    assert count_rows(User) == 0
+
+
+def test_task_can_ask_for_a_retry_after_a_delay(runner):
+    task_id = enqueue(runner, "retry_me", {"times": 1, "delay": 0.6})
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "succeeded"
+    assert row.result == 2
+    assert row.run_after - row.created_at >= dt.timedelta(seconds=0.6)
+    assert row.started_at >= row.run_after
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap():
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (10, 30)]:
+        delays = [backoff_seconds(attempt, base=1, cap=30) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_delayed_task_waits_until_run_after(runner):
+    task_id = enqueue(runner, "noop", delay=0.8)
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "succeeded"
+    assert row.started_at >= row.created_at + dt.timedelta(seconds=0.8)
+
+
+def test_time_limit_fails_the_task_and_discards_its_late_writes(make_runner):
+    runner = make_runner(time_limit_grace=0.2)
+    task_id = enqueue(runner, "stubborn", {"seconds": 1.5}, time_limit=0.3)
+    row = wait_status(task_id, "failed")
+    assert row.error == "time limit of 0.3s exceeded"
+    wait_for(lambda: not runner._active, message="the stubborn thread to return")
+    row = task_row(task_id)
+    assert row.status == "failed"
+    assert row.result is None
+    assert users_named("sleepy") == 0
+
+
+def test_expired_lease_is_requeued_or_failed(database, make_runner):
+    old = utcnow() - dt.timedelta(seconds=60)
+    with db.session_scope() as s:
+        lost = tasks.insert_task(s, "probe", {})
+        spent = tasks.insert_task(s, "probe", {}, max_attempts=1)
+        for task in (lost, spent):
+            task.status, task.owner, task.heartbeat_at, task.attempts = "running", "dead:1", old, 1
+        ids = [lost.id, spent.id]
+    make_runner(lease=1.0)
+    rows = wait_finished(ids)
+    assert rows[ids[0]].status == "succeeded"
+    assert rows[ids[0]].attempts == 2
+    assert rows[ids[1]].status == "failed"
+    assert rows[ids[1]].error == "worker lost"
+    assert users_named("probe") == 1
+
+
+def test_stop_requeues_unfinished_tasks_and_a_new_runner_finishes_them(make_runner):
+    first = make_runner(workers=2)
+    ids = [enqueue(first, "sleepy", {"seconds": 30}) for _ in range(2)]
+    ids += [enqueue(first, "noop", delay=30) for _ in range(3)]
+    wait_for(lambda: all(task_row(i).status == "running" for i in ids[:2]), message="running")
+    first.stop(grace=0.2)
+    with db.session_scope() as s:
+        rows = s.scalars(select(Task).where(Task.id.in_(ids))).all()
+        assert {r.status for r in rows} == {"queued"}
+        assert {r.attempts for r in rows} == {0}
+        assert {r.owner for r in rows} == {None}
+        s.execute(Task.__table__.update().values(run_after=utcnow()))
+        s.execute(Task.__table__.update().where(Task.name == "sleepy").values(args={"seconds": 0}))
+    assert users_named("sleepy") == 0
+    make_runner(workers=2)
+    rows = wait_finished(ids)
+    assert {r.status for r in rows.values()} == {"succeeded"}
+    assert users_named("sleepy") == 2
+
+
+def test_unknown_name_in_the_table_fails_without_running(database, runner):
+    with db.session_scope() as s:
+        task_id = tasks.insert_task(s, "from_a_newer_version", {}).id
+    runner.wake()
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "failed"
+    assert "unknown task 'from_a_newer_version'" in row.error
+
+
+def test_result_that_cannot_be_stored_fails_the_task(runner):
+    task_id = enqueue(runner, "unstorable")
+    row = wait_finished([task_id])[task_id]
+    assert row.status == "failed"
+    assert row.error.startswith("TypeError")
+
+
+def test_runner_threads_are_fixed_and_stop_with_it(make_runner):
+    before = threading.active_count()
+    runner = make_runner(workers=3)
+    assert threading.active_count() == before + 4
+    ids = [enqueue(runner, "noop") for _ in range(50)]
+    wait_finished(ids)
+    assert threading.active_count() == before + 4
+    runner.stop(grace=1)
+    wait_for(lambda: threading.active_count() == before, message="runner threads to exit")
