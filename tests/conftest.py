@@ -1,5 +1,6 @@
 """Fixtures: a real database (SQLite file or TEST_DATABASE_URL), the app, the runner."""
 import os
+import pathlib
 import threading
 import time
 
@@ -15,6 +16,7 @@ from service.runner import Runner, RunnerConfig
 import service.jobs  # noqa: F401  registers the real tasks
 import tests.sample_tasks  # noqa: F401  registers the tasks the tests run
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 MYSQL_URL = os.environ.get("TEST_DATABASE_URL")
 mysql_only = pytest.mark.skipif(not MYSQL_URL, reason="needs TEST_DATABASE_URL (MySQL/MariaDB)")
 
@@ -103,13 +105,26 @@ def app_config(empty_db):
 
 
 @pytest.fixture
-def app(app_config):
-    """The app on a fresh database, its runner stopped at the end."""
-    app = create_app(app_config)
-    Base.metadata.create_all(db.get_engine())
-    yield app
-    app.extensions["runner"].stop(grace=5)
+def make_app(app_config):
+    """Build apps on the fresh database (overriding settings); stop their runners after."""
+    apps = []
+
+    def make(**overrides):
+        app = create_app({**app_config, **overrides})
+        Base.metadata.create_all(db.get_engine())
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["runner"].stop(grace=5)
     db.dispose_engine()
+
+
+@pytest.fixture
+def app(make_app):
+    """The app on a fresh database."""
+    return make_app()
 
 
 @pytest.fixture
@@ -131,3 +146,10 @@ def backend(url):
 
 def live_threads(prefix):
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@pytest.fixture(autouse=True)
+def no_runner_left_behind():
+    """Fail a test that leaves runner threads alive: they would claim the next test's tasks."""
+    yield
+    wait_for(lambda: not live_threads("task-"), timeout=10, message="runner threads to exit")

@@ -1,0 +1,51 @@
+"""The service as users run it: a real gunicorn process."""
+import pytest
+
+from tests.conftest import wait_for
+from tests.server import Server, migrate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def migrated_db(empty_db):
+    migrate(empty_db)
+    return empty_db
+
+
+@pytest.fixture
+def server(migrated_db, tmp_path):
+    server = Server(migrated_db, tmp_path / "server.log", ALLOW_DB_RESET="true",
+                    SEED_SYNC_DELAY=0.2, SEED_TASK_DELAY=0.2, TASK_POLL_INTERVAL=0.1).start()
+    yield server
+    server.stop()
+
+
+def test_article_flow_on_gunicorn(server):
+    assert server.request("GET", "/user/initdb")[2] == "success"
+    status, _, user_id = server.request("GET", "/user/add")
+    assert (status, user_id) == (200, 1)
+    locations = []
+    for route in ("/user/thread_pool", "/user/thread"):
+        status, headers, body = server.request("GET", route)
+        assert (status, body) == (200, "success")
+        locations.append(headers["Location"])
+
+    def finished():
+        found = [server.request("GET", location)[2] for location in locations]
+        return all(t["status"] == "succeeded" for t in found) and found
+
+    tasks = wait_for(finished, message="both article tasks")
+    assert {t["args"]["name"] for t in tasks} == {"thread pool", "thread"}
+    users = server.request("GET", "/api/users")[2]
+    assert sorted((u["id"], u["name"], u["age"]) for u in users) == [
+        (1, "zhangsan", 12), (2, "thread pool", 12), (3, "thread", 12)]
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    status, _, task = server.request("POST", "/api/tasks", {"name": "create_user",
+                                                          "args": {"name": "a", "age": 1}})
+    assert status == 202
+    server.stop(timeout=30)
+    assert server.proc.returncode == 0
+    assert "stopped;" in server.output()

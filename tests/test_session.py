@@ -1,0 +1,75 @@
+"""The engine and the session registry."""
+import threading
+
+import pytest
+from sqlalchemy import text
+
+import db
+from tests.conftest import backend, mysql_only
+
+
+def test_in_memory_sqlite_is_refused():
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
+        with pytest.raises(ValueError, match="file database"):
+            db.init_engine(url)
+
+
+def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(tmp_path):
+    engine = db.init_engine(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
+    try:
+        connections = [engine.connect() for _ in range(3)]  # each one is configured
+        for connection in connections:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+        for connection in connections:
+            connection.close()
+    finally:
+        db.dispose_engine()
+
+
+@mysql_only
+def test_mysql_pool_pings_and_recycles(db_url):
+    engine = db.init_engine(db_url, pool_size=12, max_overflow=3)
+    try:
+        assert engine.pool._pre_ping is True
+        assert 0 < engine.pool._recycle < 28800
+        assert engine.pool.size() == 12
+        with engine.connect() as connection:
+            assert connection.get_isolation_level() == "READ COMMITTED"
+    finally:
+        db.dispose_engine()
+
+
+def test_each_thread_gets_its_own_session_and_remove_releases_it(session):
+    seen = {}
+
+    def work():
+        seen["session"] = db.Session()
+        db.Session.execute(text("SELECT 1"))
+        db.Session.remove()
+        seen["after_remove"] = db.Session.registry.has()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert seen["session"] is not db.Session()
+    assert seen["after_remove"] is False
+    assert db.get_engine().pool.checkedout() == 0
+
+
+def test_session_scope_rolls_back_on_error(session):
+    from db.models import User
+    from tests.conftest import count_rows
+
+    with pytest.raises(RuntimeError):
+        with db.session_scope() as s:
+            s.add(User(name="x", age=1))
+            s.flush()
+            raise RuntimeError("stop")
+    assert count_rows(User) == 0
+
+
+def test_backend_name_matches_the_configured_database(db_url, database):
+    assert database.dialect.name in ("sqlite", "mysql", "mariadb")
+    assert backend(db_url) in ("sqlite", "mysql")
