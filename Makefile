@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MYSQL_URL ?= mysql+pymysql://root:@127.0.0.1:3306
 MYSQL_TEST_DB ?= tasks_test
 
-.PHONY: install run worker migrate test test-mysql clean
+.PHONY: install run worker migrate test test-mysql bench clean
 
 install: $(STAMP)
 
@@ -37,3 +37,8 @@ test-mysql: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
+
+# Benchmarks against a real gunicorn server: make bench (SQLite) or make bench DB=mysql.
+DB ?= sqlite
+bench: migrate
+	$(BIN)/python -m tests.bench.run --db $(DB) $(BENCH_ARGS)

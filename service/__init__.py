@@ -70,6 +70,10 @@ def register_blueprints(app):
     api = Api(app)
     for module in (users, tasks, seed, health):
         api.register_blueprint(module.blp)
+    if app.config["BENCH_MODE"]:
+        from service import bench
+
+        api.register_blueprint(bench.blp)
 
 
 def init_runner(app):

@@ -62,5 +62,6 @@ def load_config(environ):
         "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float),
         "LOG_LEVEL": (environ.get("LOG_LEVEL") or "INFO").upper(),
         "DEBUG": _flag(environ, "DEBUG"),
+        "BENCH_MODE": _flag(environ, "BENCH_MODE"),
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
     }

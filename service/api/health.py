@@ -3,7 +3,7 @@ from flask import jsonify
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
-from db import Session
+from db import Session, get_engine
 from service.api import get_runner
 from service.errors import error_response
 
@@ -32,4 +32,6 @@ def readyz():
         problems["runner"] = "not running"
     if problems:
         return error_response(503, "not ready", problems)
-    return jsonify({"status": "ok", "runner": runner.owner})
+    pool = get_engine().pool
+    return jsonify({"status": "ok", "runner": runner.owner,
+                    "pool": {"size": pool.size(), "checked_out": pool.checkedout()}})

@@ -1,0 +1,233 @@
+"""make bench: the service under load against floors measured in the same run.
+
+python -m tests.bench.run --db sqlite|mysql [--quick]
+Prints one table and writes it as JSON to var/bench/<database>.json.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+import pymysql
+from sqlalchemy import func, insert, select
+
+import db
+from db import users
+from db.models import SUCCEEDED, Task, User, utcnow
+from db.reset import reset_database_and_commit
+from tests.bench.client import load, summarize
+from tests.bench.monitor import Monitor
+from tests.server import ROOT, Server, migrate
+
+MYSQL_SERVER = "mysql+pymysql://root:@127.0.0.1:3306"
+MYSQL_DB = "tasks_bench"
+WORKERS = 4
+
+
+def database_url(kind):
+    """A fresh, migrated benchmark database."""
+    if kind == "sqlite":
+        path = os.path.join(ROOT, "var", "bench", "bench.db")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        url = f"sqlite:///{path}"
+    else:
+        connection = pymysql.connect(host="127.0.0.1", user="root", password="")
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
+            cursor.execute(f"CREATE DATABASE {MYSQL_DB} CHARACTER SET utf8mb4")
+        connection.close()
+        url = f"{MYSQL_SERVER}/{MYSQL_DB}"
+    migrate(url)
+    return url
+
+
+def count_succeeded():
+    with db.session_scope() as session:
+        return session.scalar(select(func.count()).select_from(Task).where(Task.status == SUCCEEDED))
+
+
+def wait_drained(expected, timeout=600):
+    """Wait until expected tasks succeeded; return when that happened (perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    while count_succeeded() < expected:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"only {count_succeeded()} of {expected} tasks succeeded")
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
+def reset():
+    with db.session_scope() as session:
+        reset_database_and_commit(session)
+
+
+def create_user_body(delay=0.0):
+    return {"name": "create_user", "args": {"name": "bench", "age": 1, "delay": delay}}
+
+
+def bench_enqueue(server, monitor_pids, url, total, concurrency=32):
+    """1. enqueue latency next to the floor endpoint; also drain and peaks."""
+    load(server.port, "POST", "/bench/floor", {}, 100, concurrency)  # warm up
+    floor = summarize(*load(server.port, "POST", "/bench/floor", {}, total, concurrency)[:2])
+    reset()
+    monitor = Monitor(monitor_pids, url)
+    with monitor:
+        started = time.perf_counter()
+        latencies, elapsed, statuses = load(server.port, "POST", "/api/tasks",
+                                            create_user_body(), total, concurrency)
+        drained = wait_drained(total)
+    monitor.close()
+    enqueue = summarize(latencies, elapsed)
+    return {
+        "floor": floor,
+        "enqueue": enqueue,
+        "statuses": statuses,
+        "all_succeeded": count_succeeded() == total,
+        "drain_s": round(drained - started, 2),
+        "peak_threads": monitor.peak("threads"),
+        "peak_db_connections": monitor.peak("db_connections"),
+        "ratio_p99": round(enqueue["p99_ms"] / floor["p99_ms"], 2),
+    }
+
+
+def orm_floor(total, threads=WORKERS):
+    """The same rows inserted through the ORM by plain threads, one transaction each."""
+    remaining = [total]
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not remaining[0]:
+                    return
+                remaining[0] -= 1
+            try:
+                users.create_user(db.Session, name="bench", age=1)
+                db.Session.commit()
+            finally:
+                db.Session.remove()
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    started = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return total / (time.perf_counter() - started)
+
+
+def bench_drain(total):
+    """2. drain throughput of queued tasks next to the ORM-thread floor."""
+    reset()
+    floor = orm_floor(total)
+    reset()
+    now = utcnow()
+    rows = [dict(name="create_user", args={"name": "bench", "age": 1, "delay": 0.0},
+                 status="queued", run_after=now, created_at=now, max_attempts=3, attempts=0,
+                 progress=0, cancel_requested=False) for _ in range(total)]
+    with db.session_scope() as session:
+        session.execute(insert(Task), rows)
+        started = time.perf_counter()  # the commit below makes them visible
+    drained = wait_drained(total)
+    rate = total / (drained - started)
+    return {"floor_rows_per_s": round(floor, 1), "tasks_per_s": round(rate, 1),
+            "ratio": round(rate / floor, 2)}
+
+
+def bench_bounded(server, pids, url, total, concurrency=32):
+    """3. threads, RSS and connections before, at peak and after a large burst."""
+    reset()
+    monitor = Monitor(pids, url)
+    with monitor:
+        latencies, elapsed, statuses = load(server.port, "POST", "/api/tasks",
+                                            create_user_body(0.05), total, concurrency)
+        wait_drained(total)
+        time.sleep(1.0)  # let idle request threads and connections settle
+        after = monitor.sample()
+    monitor.close()
+    ready = server.request("GET", "/readyz")[2]
+    return {
+        "statuses": statuses,
+        "threads": [monitor.before["threads"], monitor.peak("threads"), after["threads"]],
+        "rss_mb": [round(monitor.before["rss_mb"], 1), round(monitor.peak("rss_mb"), 1),
+                   round(after["rss_mb"], 1)],
+        "rss_growth_mb": round(after["rss_mb"] - monitor.before["rss_mb"], 1),
+        "peak_db_connections": monitor.peak("db_connections"),
+        "pool_checked_out_after": ready["pool"]["checked_out"],
+    }
+
+
+def bench_overhead(server, total):
+    """4. created_at -> finished_at of no-op tasks submitted one at a time."""
+    reset()
+    load(server.port, "POST", "/api/tasks", {"name": "bench_noop"}, total, 1)
+    wait_drained(total)
+    with db.session_scope() as session:
+        rows = session.execute(select(Task.created_at, Task.started_at, Task.finished_at)).all()
+    total_ms = [(f - c).total_seconds() * 1000 for c, s, f in rows]
+    wait_ms = [(s - c).total_seconds() * 1000 for c, s, f in rows]
+    return {"median_ms": round(statistics.median(total_ms), 2),
+            "median_queue_wait_ms": round(statistics.median(wait_ms), 2),
+            "p99_ms": round(sorted(total_ms)[int(len(total_ms) * 0.99) - 1], 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
+    options = parser.parse_args()
+    scale = 10 if options.quick else 1
+    url = database_url(options.db)
+    db.init_engine(url, pool_size=WORKERS + 2)
+    log_path = os.path.join(ROOT, "var", "bench", f"{options.db}-server.log")
+    server = Server(url, log_path, BENCH_MODE="true", TASK_WORKERS=WORKERS,
+                    LOG_LEVEL="WARNING").start()
+    try:
+        pids = server.pids()[1:]  # the worker process(es), where requests and tasks run
+        results = {
+            "database": options.db,
+            "enqueue": bench_enqueue(server, pids, url, 2000 // scale),
+            "drain": bench_drain(5000 // scale),
+            "bounded": bench_bounded(server, pids, url, 10000 // scale),
+            "overhead": bench_overhead(server, 2000 // scale),
+        }
+    finally:
+        server.stop()
+        db.dispose_engine()
+    report(results)
+    path = os.path.join(ROOT, "var", "bench", f"{options.db}.json")
+    with open(path, "w") as out:
+        json.dump(results, out, indent=2)
+    print(f"\nwritten to {os.path.relpath(path, ROOT)}")
+
+
+def report(r):
+    e, d, b, o = r["enqueue"], r["drain"], r["bounded"], r["overhead"]
+    rows = [
+        ("enqueue p50 / p99 (ms)", f"{e['enqueue']['p50_ms']} / {e['enqueue']['p99_ms']}",
+         f"floor {e['floor']['p50_ms']} / {e['floor']['p99_ms']}", f"p99 x{e['ratio_p99']} (target <= 1.5)"),
+        ("enqueue req/s", e["enqueue"]["req_per_s"], f"floor {e['floor']['req_per_s']}",
+         f"all succeeded: {e['all_succeeded']}, drain {e['drain_s']} s"),
+        ("drain tasks/s", d["tasks_per_s"], f"floor {d['floor_rows_per_s']} rows/s",
+         f"x{d['ratio']} (target >= 0.5)"),
+        ("threads before/peak/after", "/".join(map(str, b["threads"])), "", "flat = workers + request threads + const"),
+        ("RSS MB before/peak/after", "/".join(map(str, b["rss_mb"])), "",
+         f"growth {b['rss_growth_mb']} MB (target < 20)"),
+        ("DB connections at peak", b["peak_db_connections"], "",
+         f"pool checked-out after: {b['pool_checked_out_after']} (target 0)"),
+        ("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
+         f"queue wait median {o['median_queue_wait_ms']} ms"),
+    ]
+    print(f"\n{r['database']}")
+    for name, value, floor, note in rows:
+        print(f"  {name:36} {str(value):>16}  {str(floor):>24}  {note}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
