@@ -40,5 +40,5 @@ clean:
 
 # Benchmarks against a real gunicorn server: make bench (SQLite) or make bench DB=mysql.
 DB ?= sqlite
-bench: migrate
+bench: install
 	$(BIN)/python -m tests.bench.run --db $(DB) $(BENCH_ARGS)

@@ -1,0 +1,103 @@
+"""MariaDB faults under a running server: killed connections and a server restart."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.bench.client import load
+from tests.conftest import mysql_only, wait_for
+from tests.server import Server, migrate
+from tests.test_durability import FAST, all_succeeded, counts
+
+pytestmark = [pytest.mark.slow, mysql_only]
+
+MARIADBD = "/usr/sbin/mariadbd"
+
+
+@pytest.fixture
+def migrated_db(empty_db):
+    migrate(empty_db)
+    engine = create_engine(empty_db, pool_pre_ping=True)
+    yield empty_db, engine
+    engine.dispose()
+
+
+def kill_other_connections(engine):
+    """KILL CONNECTION every connection to this database but our own; return how many."""
+    with engine.connect() as connection:
+        ids = connection.execute(text(
+            "SELECT ID FROM information_schema.PROCESSLIST "
+            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()")).scalars().all()
+        for connection_id in ids:
+            try:
+                connection.execute(text(f"KILL CONNECTION {int(connection_id)}"))
+            except Exception:
+                pass  # it ended on its own meanwhile
+    return len(ids)
+
+
+def port_open():
+    try:
+        socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_killed_connections_mid_run_lose_no_task(migrated_db, tmp_path):
+    url, engine = migrated_db
+    server = Server(url, tmp_path / "server.log", **FAST).start()
+    try:
+        load(server.port, "POST", "/api/tasks",
+             {"name": "create_user", "args": {"name": "k", "age": 1, "delay": 0.05}}, 400, 8)
+        killed = 0
+        for _ in range(6):
+            time.sleep(0.3)  # let the runner reconnect and get back into the middle of work
+            killed += kill_other_connections(engine)
+        assert killed > 0
+        by_status, users = wait_for(lambda: all_succeeded(engine, 400), timeout=120,
+                                    message="400 tasks after the kills")
+        assert by_status == {"succeeded": 400}
+        assert users[0] == 400
+        assert server.request("GET", "/readyz")[0] == 200
+    finally:
+        server.stop()
+
+
+def mariadbd_running():
+    return subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0
+
+
+def restartable():
+    return os.geteuid() == 0 and os.path.exists(MARIADBD) and shutil.which("start-stop-daemon")
+
+
+@pytest.mark.skipif(not restartable(), reason="cannot restart MariaDB from this test")
+def test_mariadb_restart_mid_run_loses_no_task_and_readyz_follows(migrated_db, tmp_path):
+    url, engine = migrated_db
+    server = Server(url, tmp_path / "server.log", **FAST).start()
+    try:
+        load(server.port, "POST", "/api/tasks",
+             {"name": "create_user", "args": {"name": "r", "age": 1, "delay": 0.05}}, 300, 8)
+        wait_for(lambda: counts(engine)[0].get("succeeded", 0) >= 30, message="30 done")
+        with engine.connect() as connection:
+            connection.execute(text("SHUTDOWN"))
+        wait_for(lambda: not mariadbd_running(), timeout=120, message="MariaDB to exit")
+        try:
+            assert server.request("GET", "/readyz", timeout=20)[0] == 503
+        finally:
+            subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background",
+                            "--exec", MARIADBD], check=True)
+            wait_for(port_open, timeout=60, message="MariaDB to start")
+        wait_for(lambda: server.request("GET", "/readyz")[0] == 200, timeout=60,
+                 message="readyz 200 again")
+        by_status, users = wait_for(lambda: all_succeeded(engine, 300), timeout=120,
+                                    message="300 tasks after the restart")
+        assert by_status == {"succeeded": 300}
+        assert users[0] == 300
+    finally:
+        server.stop()
