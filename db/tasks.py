@@ -6,7 +6,7 @@ its lease, or a late thread, can never overwrite what a newer attempt recorded.
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from db.models import (
     CANCELLED,
@@ -89,91 +89,105 @@ def claim_tasks(session, owner, limit):
     other's rows in the first place.
     """
     now = utcnow()
-    ids = session.scalars(
-        select(Task.id)
-        .where(Task.status == QUEUED, Task.run_after <= now)
-        .order_by(Task.run_after, Task.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    ids = session.scalars(_DUE, {"now": now, "limit": limit}).all()
     if not ids:
         session.rollback()
         return []
-    session.execute(
-        update(Task)
-        .where(Task.id.in_(ids), Task.status == QUEUED)
-        .values(
-            status=RUNNING,
-            owner=owner,
-            attempts=Task.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    rows = session.execute(
-        select(
-            Task.id,
-            Task.name,
-            Task.args,
-            Task.attempts,
-            Task.max_attempts,
-            Task.time_limit,
-            Task.cancel_requested,
-        )
-        .where(Task.id.in_(ids), Task.owner == owner, Task.status == RUNNING)
-        .order_by(Task.id)
-    ).all()
+    session.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now})
+    rows = session.execute(_CLAIMED, {"ids": ids, "v_owner": owner}).all()
     return [Claim(*row) for row in rows]
 
 
-def _fenced(claim, owner):
-    """Update statement for this attempt of the task, only while it is still ours."""
+# The hot statements are built once: reusing one statement object lets
+# SQLAlchemy skip compiling it again for every task.
+_table = Task.__table__
+_c = _table.c
+
+
+def _value(name):
+    """A bound parameter for a new value of column name."""
+    return bindparam(f"v_{name}", type_=_c[name].type)
+
+
+def _fenced_update(**values):
+    """UPDATE one attempt of a task, only while it is still running under this owner."""
     return (
-        update(Task)
+        update(_table)
         .where(
-            Task.id == claim.id,
-            Task.owner == owner,
-            Task.attempts == claim.attempt,
-            Task.status == RUNNING,
+            _c.id == bindparam("task_id"),
+            _c.owner == bindparam("fence_owner"),
+            _c.attempts == bindparam("fence_attempt"),
+            _c.status == RUNNING,
         )
-        .execution_options(synchronize_session=False)
+        .values(**values)
     )
+
+
+_DUE = (
+    select(_c.id)
+    .where(_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type))
+    .order_by(_c.run_after, _c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(_table)
+    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
+    .values(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
+            started_at=bindparam("v_now", type_=_c.started_at.type),
+            heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+)
+_CLAIMED = (
+    select(_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
+           _c.cancel_requested)
+    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == _value("owner"),
+           _c.status == RUNNING)
+    .order_by(_c.id)
+)
+_SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"),
+                          finished_at=_value("finished_at"), error=None, traceback=None)
+_END = _fenced_update(status=_value("status"), finished_at=_value("finished_at"),
+                      error=_value("error"), traceback=_value("traceback"))
+_RETRY = _fenced_update(status=QUEUED, owner=None, run_after=_value("run_after"),
+                        error=_value("error"), traceback=_value("traceback"),
+                        message=_value("message"))
+_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
+                          run_after=_value("run_after"))
+_PROGRESS = _fenced_update(progress=_value("progress"), message=_value("message"))
+
+
+def _write_fenced(session, statement, claim, owner, **values):
+    """Run a fenced UPDATE; True if the attempt was still ours."""
+    params = {"task_id": claim.id, "fence_owner": owner, "fence_attempt": claim.attempt}
+    params.update((f"v_{name}", value) for name, value in values.items())
+    return session.execute(statement, params).rowcount == 1
 
 
 def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):
     """Record how this attempt ended; return False if the task is no longer ours."""
     assert status in FINISHED_STATES
-    values = {"status": status, "finished_at": utcnow(), "error": error, "traceback": traceback}
     if status == SUCCEEDED:
-        values.update(result=result, progress=100)
-    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+        return _write_fenced(session, _SUCCEED, claim, owner, result=result,
+                             finished_at=utcnow())
+    return _write_fenced(session, _END, claim, owner, status=status, finished_at=utcnow(),
+                         error=error, traceback=traceback)
 
 
 def retry_task(session, claim, owner, run_after, error, traceback=None):
     """Put this attempt back in the queue to run again at run_after."""
     message = f"attempt {claim.attempt} of {claim.max_attempts} failed; retrying"
-    values = dict(
-        status=QUEUED,
-        owner=None,
-        run_after=run_after,
-        error=error,
-        traceback=traceback,
-        message=message,
-    )
-    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+    return _write_fenced(session, _RETRY, claim, owner, run_after=run_after, error=error,
+                         traceback=traceback, message=message)
 
 
 def release_task(session, claim, owner):
     """Give back an attempt that was cut short by shutdown; it does not count."""
-    values = dict(status=QUEUED, owner=None, attempts=Task.attempts - 1, run_after=utcnow())
-    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+    return _write_fenced(session, _RELEASE, claim, owner, run_after=utcnow())
 
 
 def save_progress(session, claim, owner, progress, message):
     """Store a running attempt's progress."""
-    values = {"progress": progress, "message": message}
-    return session.execute(_fenced(claim, owner).values(**values)).rowcount == 1
+    return _write_fenced(session, _PROGRESS, claim, owner, progress=progress, message=message)
 
 
 def heartbeat(session, owner, task_ids):

@@ -14,3 +14,4 @@ class RunnerConfig:
     retry_base: float = 1.0  # first retry delay, doubled per attempt
     retry_cap: float = 300.0  # longest retry delay
     claim_batch: int = 16  # most tasks claimed in one transaction
+    prefetch: int | None = None  # claimed tasks waiting for a worker (None: twice the workers)

@@ -142,6 +142,7 @@ class Runner:
         next_heartbeat = 0.0
         failures = 0
         while not self._stopping.is_set():
+            self._wake.clear()  # a wake-up during the work below is kept for the wait
             claimed_all = False
             try:
                 claimed_all = self._claim()
@@ -160,12 +161,18 @@ class Runner:
                 continue  # there may be more due work right now
             timeout = self.config.poll_interval * min(2**failures, 20)
             self._wake.wait(timeout)
-            self._wake.clear()
 
     def _claim(self):
-        """Claim as many due tasks as there are idle workers; True if all slots filled."""
-        free = self.config.workers - len(self._active)
-        if free <= 0:
+        """Keep workers fed: claim a batch once a worker's worth of slots is free.
+
+        Up to `prefetch` claimed tasks wait beyond the busy workers, so workers
+        never wait for a claim, and one claim transaction serves several tasks.
+        True if the claim got all it asked for (there may be more).
+        """
+        workers = self.config.workers
+        prefetch = 2 * workers if self.config.prefetch is None else self.config.prefetch
+        free = workers + prefetch - len(self._active)
+        if free < min(workers, prefetch) or free <= 0:
             return False
         limit = min(free, self.config.claim_batch)
         claims = tasks.claim_tasks(Session, self.owner, limit)
