@@ -252,3 +252,13 @@ def test_runner_threads_are_fixed_and_stop_with_it(make_runner):
     assert threading.active_count() == before + 4
     runner.stop(grace=1)
     wait_for(lambda: threading.active_count() == before, message="runner threads to exit")
+
+
+def test_work_is_picked_up_by_wake_ups_not_by_polling(make_runner):
+    # With a poll interval far beyond the timeout, only wake-ups (a submit, a
+    # worker finishing) can move the queue.
+    runner = make_runner(workers=2, prefetch=0, poll_interval=60)
+    for _ in range(5):
+        ids = [enqueue(runner, "noop") for _ in range(40)]
+        rows = wait_finished(ids, timeout=20)
+        assert {r.status for r in rows.values()} == {"succeeded"}
