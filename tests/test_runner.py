@@ -193,11 +193,10 @@ def test_time_limit_fails_the_task_and_discards_its_late_writes(make_runner):
 def test_expired_lease_is_requeued_or_failed(database, make_runner):
     old = utcnow() - dt.timedelta(seconds=60)
     with db.session_scope() as s:
-        lost = tasks.insert_task(s, "probe", {})
-        spent = tasks.insert_task(s, "probe", {}, max_attempts=1)
-        for task in (lost, spent):
-            task.status, task.owner, task.heartbeat_at, task.attempts = "running", "dead:1", old, 1
-        ids = [lost.id, spent.id]
+        ids = [tasks.insert_task(s, "probe", {}).id,
+               tasks.insert_task(s, "probe", {}, max_attempts=1).id]
+        s.execute(Task.__table__.update().values(
+            status="running", owner="dead:1", heartbeat_at=old, attempts=1))
     make_runner(lease=1.0)
     rows = wait_finished(ids)
     assert rows[ids[0]].status == "succeeded"

@@ -14,4 +14,5 @@ class RunnerConfig:
     retry_base: float = 1.0  # first retry delay, doubled per attempt
     retry_cap: float = 300.0  # longest retry delay
     claim_batch: int = 16  # most tasks claimed in one transaction
+    claim_gap: float = 0.005  # seconds a wake-up waits so that one claim serves several submits
     prefetch: int | None = None  # claimed tasks waiting for a worker (None: twice the workers)

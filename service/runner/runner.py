@@ -10,7 +10,7 @@ import uuid
 from db import Session, session_scope, tasks
 from db.models import FAILED
 from service.runner.execute import Execution, run_execution
-from service.runner.submit import add_task
+from service.runner.submit import Backlog, add_task
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Runner:
         self._lock = threading.Lock()
         self._threads = []
         self._dispatcher = None
+        self._backlog = Backlog(config.max_queued)
 
     # -- submitting -------------------------------------------------------
 
@@ -39,8 +40,9 @@ class Runner:
 
         Returns the task row. It is committed before any worker can see it.
         """
-        task = add_task(Session, name, args, self.config.max_queued, **options)
+        task = add_task(Session, name, args, self._backlog, **options)
         Session.commit()
+        self._backlog.added()
         self.wake()
         return task
 
@@ -160,7 +162,10 @@ class Runner:
             if claimed_all and not failures:
                 continue  # there may be more due work right now
             timeout = self.config.poll_interval * min(2**failures, 20)
-            self._wake.wait(timeout)
+            if self._wake.wait(timeout):
+                # Under a stream of submits, gather a few before the next claim
+                # instead of running one claim transaction per submitted task.
+                self._stopping.wait(self.config.claim_gap)
 
     def _claim(self):
         """Keep workers fed: claim a batch once a worker's worth of slots is free.

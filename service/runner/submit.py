@@ -1,5 +1,7 @@
 """Validate a task and add its row to the queue."""
 import datetime as dt
+import threading
+import time
 
 from db import tasks
 from db.models import utcnow
@@ -14,13 +16,41 @@ class QueueFull(RuntimeError):
         self.max_queued = max_queued
 
 
-def add_task(session, name, args, max_queued, delay=None, run_at=None, max_attempts=None,
+class Backlog:
+    """How many tasks wait, known cheaply: a COUNT at most max_age seconds old plus
+    the submissions this process made since. Counting on every submit would cost
+    a scan of the queue per request; other processes can overshoot the bound by
+    what they submit within max_age."""
+
+    def __init__(self, limit, max_age=1.0):
+        self.limit = limit
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._count = 0
+        self._counted_at = None
+
+    def check(self, session):
+        """Raise QueueFull if the backlog is at its limit."""
+        now = time.monotonic()
+        if self._counted_at is None or now - self._counted_at > self.max_age:
+            count = tasks.count_queued(session)
+            with self._lock:
+                self._count, self._counted_at = count, now
+        if self._count >= self.limit:
+            raise QueueFull(self.limit)
+
+    def added(self):
+        """Count a task this process just queued."""
+        with self._lock:
+            self._count += 1
+
+
+def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts=None,
              time_limit=None):
     """Validate name and args, check the backlog, insert the queued row (not committed)."""
     spec = registry.get(name)
     stored_args = spec.normalize_args(args)
-    if tasks.count_queued(session) >= max_queued:
-        raise QueueFull(max_queued)
+    backlog.check(session)
     run_after = None
     if delay:
         run_after = utcnow() + dt.timedelta(seconds=delay)
