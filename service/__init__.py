@@ -7,7 +7,7 @@ from flask_cors import CORS
 from flask_smorest import Api
 
 from db import Session, init_engine
-from service.config import load_config
+from service.config import load_config, pool_size
 from service.errors import register_error_handlers
 from service.runner import Runner, RunnerConfig
 
@@ -51,8 +51,7 @@ def configure_logging_from(settings):
 
 def init_database(app):
     """Create the engine with a pool for request threads plus task threads."""
-    # request threads + task workers + the dispatcher's own sessions
-    needed = app.config["WEB_THREADS"] + app.config["TASK_WORKERS"] + 2
+    needed = pool_size(app.config, request_threads=app.config["WEB_THREADS"])
     init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed)
     app.teardown_appcontext(lambda exc: Session.remove())
 

@@ -8,7 +8,7 @@ class ConfigError(ValueError):
     """A setting in the environment has a value that cannot be used."""
 
 
-def _number(environ, key, default, kind=int, minimum=0):
+def _number(environ, key, default, kind=int, minimum=0, maximum=None):
     raw = environ.get(key)
     if raw is None or raw == "":
         return default
@@ -18,6 +18,8 @@ def _number(environ, key, default, kind=int, minimum=0):
         raise ConfigError(f"{key} must be a {kind.__name__}, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be at most {maximum}, got {raw!r}")
     return value
 
 
@@ -59,9 +61,15 @@ def load_config(environ):
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
         "ALLOW_DB_RESET": _flag(environ, "ALLOW_DB_RESET"),
         "SEED_SYNC_DELAY": _number(environ, "SEED_SYNC_DELAY", 10.0, float),
-        "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float),
+        # create_user accepts delays up to 300 s (service.jobs.MAX_DELAY)
+        "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float, maximum=300),
         "LOG_LEVEL": (environ.get("LOG_LEVEL") or "INFO").upper(),
         "DEBUG": _flag(environ, "DEBUG"),
         "BENCH_MODE": _flag(environ, "BENCH_MODE"),
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
     }
+
+
+def pool_size(settings, request_threads):
+    """Connections one process needs: request threads, task workers, the dispatcher's own."""
+    return request_threads + settings["TASK_WORKERS"] + 2

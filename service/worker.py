@@ -5,7 +5,7 @@ import signal
 import threading
 
 from db import init_engine
-from service.config import load_config
+from service.config import load_config, pool_size
 from service.runner import Runner
 
 log = logging.getLogger("service.worker")
@@ -20,7 +20,8 @@ def main():
     configure_logging_from(settings)
     workers = max(1, settings["TASK_WORKERS"])
     settings["TASK_WORKERS"] = workers
-    init_engine(settings["DATABASE_URL"], pool_size=workers + 2, max_overflow=workers + 2)
+    needed = pool_size(settings, request_threads=0)
+    init_engine(settings["DATABASE_URL"], pool_size=needed, max_overflow=needed)
     runner = Runner(runner_config(settings))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
-from service.api import get_runner
+from service.api import get_runner, page_window
 from service.schemas import TaskIn, TaskOut, TaskQuery
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
@@ -34,8 +34,7 @@ class Tasks(MethodView):
     @blp.paginate()
     def get(self, query, pagination_parameters):
         """List tasks, newest first, optionally by status and name."""
-        page_size = pagination_parameters.page_size
-        offset = (pagination_parameters.page - 1) * page_size
+        page_size, offset = page_window(pagination_parameters)
         items, total = tasks.list_tasks(Session, page_size, offset, **query)
         pagination_parameters.item_count = total
         return items

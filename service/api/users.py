@@ -4,6 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, users
+from service.api import page_window
 from service.schemas import UserIn, UserOut
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users")
@@ -23,8 +24,7 @@ class Users(MethodView):
     @blp.paginate()
     def get(self, pagination_parameters):
         """List users by id."""
-        page_size = pagination_parameters.page_size
-        offset = (pagination_parameters.page - 1) * page_size
+        page_size, offset = page_window(pagination_parameters)
         items, total = users.list_users(Session, page_size, offset)
         pagination_parameters.item_count = total
         return items

@@ -1,0 +1,35 @@
+"""Settings come from the environment, with safe defaults and clear errors."""
+import pytest
+
+from service.config import ConfigError, load_config
+
+
+def test_defaults_are_safe():
+    config = load_config({})
+    assert config["DATABASE_URL"] == "sqlite:///var/app.db"
+    assert config["HOST"] == "127.0.0.1"
+    assert config["CORS_ORIGINS"] == []
+    assert config["ALLOW_DB_RESET"] is False
+    assert config["DEBUG"] is False
+    assert config["TASK_WORKERS"] == 4
+    assert config["TASK_MAX_QUEUED"] == 10_000
+
+
+def test_values_are_read_and_typed():
+    config = load_config({"TASK_WORKERS": "2", "TASK_LEASE": "2.5", "ALLOW_DB_RESET": "yes",
+                          "CORS_ORIGINS": "https://a.example, https://b.example",
+                          "LOG_LEVEL": "debug"})
+    assert config["TASK_WORKERS"] == 2
+    assert config["TASK_LEASE"] == 2.5
+    assert config["ALLOW_DB_RESET"] is True
+    assert config["CORS_ORIGINS"] == ["https://a.example", "https://b.example"]
+    assert config["LOG_LEVEL"] == "DEBUG"
+
+
+@pytest.mark.parametrize("key, value", [
+    ("PORT", "eighty"), ("TASK_WORKERS", "-1"), ("ALLOW_DB_RESET", "maybe"),
+    ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"),
+])
+def test_bad_values_name_the_setting(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_config({key: value})
