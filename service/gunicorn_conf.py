@@ -26,6 +26,11 @@ def _runner(worker):
 
 def post_worker_init(worker):
     """Start this worker process's task runner (never in the master, before a fork)."""
+    from db import get_engine
+
+    # With --preload the engine was made in the master: never share its pooled
+    # connections with a forked child (close=False leaves the parent's alone).
+    get_engine().dispose(close=False)
     runner = _runner(worker)
     if runner is not None and runner.config.workers:
         runner.start()

@@ -135,3 +135,20 @@ def test_two_web_processes_and_a_worker_run_each_task_once(migrated_db, tmp_path
     assert attempts == {1}
     pids = {owner.split(":")[1] for owner in owners}
     assert len(pids) >= 3, owners  # web 0, both workers of web 1 and/or the worker took tasks
+
+
+def test_preload_runs_tasks_only_in_worker_processes(migrated_db, tmp_path, processes):
+    url, engine = migrated_db
+    server = Server(url, tmp_path / "web.log", WEB_WORKERS=2, GUNICORN_CMD_ARGS="--preload",
+                    **FAST).start()
+    processes.append(server)
+    master, *workers = server.pids()
+    assert len(workers) == 2
+    load(server.port, "POST", "/api/tasks",
+         {"name": "create_user", "args": {"name": "p", "age": 1, "delay": 0.02}}, 200, 8)
+    wait_for(lambda: all_succeeded(engine, 200), timeout=60, message="200 tasks")
+    with engine.connect() as connection:
+        owners = set(connection.execute(select(Task.owner).distinct()).scalars())
+    pids = {int(owner.split(":")[1]) for owner in owners}
+    assert pids <= set(workers)
+    assert master not in pids
