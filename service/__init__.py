@@ -91,6 +91,7 @@ def runner_config(settings):
     return RunnerConfig(
         workers=settings["TASK_WORKERS"],
         max_queued=settings["TASK_MAX_QUEUED"],
+        prefetch=settings["TASK_PREFETCH"],
         heartbeat=settings["TASK_HEARTBEAT"],
         lease=settings["TASK_LEASE"],
         shutdown_grace=settings["TASK_SHUTDOWN_GRACE"],

@@ -52,6 +52,7 @@ def load_config(environ):
         "WEB_THREADS": _number(environ, "WEB_THREADS", 8, minimum=1),
         "TASK_WORKERS": _number(environ, "TASK_WORKERS", 4),
         "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
+        "TASK_PREFETCH": _number(environ, "TASK_PREFETCH", None),
         "TASK_HEARTBEAT": _number(environ, "TASK_HEARTBEAT", 5.0, float, minimum=0.05),
         "TASK_LEASE": _number(environ, "TASK_LEASE", 30.0, float, minimum=0.1),
         "TASK_SHUTDOWN_GRACE": _number(environ, "TASK_SHUTDOWN_GRACE", 30.0, float),

@@ -142,8 +142,8 @@ def test_preload_runs_tasks_only_in_worker_processes(migrated_db, tmp_path, proc
     server = Server(url, tmp_path / "web.log", WEB_WORKERS=2, GUNICORN_CMD_ARGS="--preload",
                     **FAST).start()
     processes.append(server)
-    master, *workers = server.pids()
-    assert len(workers) == 2
+    master, *workers = wait_for(lambda: len(server.pids()) == 3 and server.pids(),
+                                message="both gunicorn workers to boot")
     load(server.port, "POST", "/api/tasks",
          {"name": "create_user", "args": {"name": "p", "age": 1, "delay": 0.02}}, 200, 8)
     wait_for(lambda: all_succeeded(engine, 200), timeout=60, message="200 tasks")

@@ -15,4 +15,4 @@ class RunnerConfig:
     retry_cap: float = 300.0  # longest retry delay
     claim_batch: int = 16  # most tasks claimed in one transaction
     claim_gap: float = 0.005  # seconds a wake-up waits so that one claim serves several submits
-    prefetch: int | None = None  # claimed tasks waiting for a worker (None: twice the workers)
+    prefetch: int | None = None  # claimed tasks waiting for a worker (None: 3 per worker)

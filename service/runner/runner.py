@@ -175,7 +175,7 @@ class Runner:
         True if the claim got all it asked for (there may be more).
         """
         workers = self.config.workers
-        prefetch = 2 * workers if self.config.prefetch is None else self.config.prefetch
+        prefetch = 3 * workers if self.config.prefetch is None else self.config.prefetch
         free = workers + prefetch - len(self._active)
         if free < min(workers, prefetch) or free <= 0:
             return False
