@@ -2,13 +2,15 @@
 import logging
 
 from flask import current_app, jsonify
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.runner import InvalidArguments, QueueFull, UnknownTask
+from service.runner.retry import is_transient
 
 log = logging.getLogger(__name__)
 
-QUEUE_FULL_RETRY_AFTER = 5  # seconds a client should wait before submitting again
+RETRY_AFTER = 5  # seconds a client should wait before trying again
 
 
 def error_response(status, message, details=None, headers=None):
@@ -40,8 +42,17 @@ def handle_unexpected(error):
     return error_response(500, InternalServerError.description, details)
 
 
+def handle_database_error(error):
+    """A database that is down or busy is the server's trouble: 503, try again later."""
+    if not is_transient(error):
+        return handle_unexpected(error)
+    log.warning("database unavailable: %s", error.orig)
+    return error_response(503, "The database is unavailable; try again shortly.",
+                          headers={"Retry-After": str(RETRY_AFTER)})
+
+
 def handle_queue_full(error):
-    return error_response(503, str(error), headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)})
+    return error_response(503, str(error), headers={"Retry-After": str(RETRY_AFTER)})
 
 
 def handle_unknown_task(error):
@@ -56,6 +67,7 @@ def register_error_handlers(app):
     """Answer every error with the JSON shape (call after the Api is set up)."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(QueueFull, handle_queue_full)
+    app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(UnknownTask, handle_unknown_task)
     app.register_error_handler(InvalidArguments, handle_invalid_arguments)
     app.register_error_handler(Exception, handle_unexpected)

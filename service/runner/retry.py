@@ -17,7 +17,12 @@ MYSQL_TRANSIENT_CODES = {
     2055,  # lost connection (system error)
     4031,  # disconnected by the server for inactivity
 }
-SQLITE_TRANSIENT_WORDS = ("database is locked", "database table is locked", "busy")
+SQLITE_TRANSIENT_WORDS = (
+    "database is locked",
+    "database table is locked",
+    "busy",
+    "unable to open database file",
+)
 
 
 def is_transient(error):
