@@ -15,6 +15,9 @@ _engine = None
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MYSQL_POOL_RECYCLE = 3600  # well under MySQL's default wait_timeout (8 h)
+MYSQL_CONNECT_TIMEOUT = 10  # seconds
+MYSQL_WRITE_TIMEOUT = 30  # seconds to send one request
+MYSQL_READ_TIMEOUT = 600  # seconds to wait for one answer: the longest query a task may run
 
 
 def init_engine(url, pool_size=10, max_overflow=10, echo=False):
@@ -33,6 +36,13 @@ def init_engine(url, pool_size=10, max_overflow=10, echo=False):
             pool_recycle=MYSQL_POOL_RECYCLE,
             # Gap locks under REPEATABLE READ make concurrent claims deadlock-prone.
             isolation_level="READ COMMITTED",
+            # Without socket timeouts a wedged connection blocks a thread forever
+            # (seen: a pool pre-ping stuck in send for tens of seconds).
+            connect_args={
+                "connect_timeout": MYSQL_CONNECT_TIMEOUT,
+                "read_timeout": MYSQL_READ_TIMEOUT,
+                "write_timeout": MYSQL_WRITE_TIMEOUT,
+            },
         )
     if _engine is not None:
         dispose_engine()

@@ -4,12 +4,13 @@ import gc
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import session as orm_session
 
 import db
 from db import tasks
 from db.models import Task, User, utcnow
+from db.session import session_factory
 from service.runner import QueueFull
 from service.runner.retry import backoff_seconds
 from tests.conftest import count_rows, wait_for
@@ -47,9 +48,23 @@ def users_named(name):
     return count_rows(User, User.name == name)
 
 
-def open_transactions():
+@pytest.fixture
+def session_threads():
+    """Tag every session's transaction with the thread that began it."""
+    def tag(session, transaction):
+        session.info.setdefault("threads", set()).add(threading.current_thread().name)
+
+    event.listen(session_factory, "after_transaction_create", tag)
+    yield
+    event.remove(session_factory, "after_transaction_create", tag)
+
+
+def open_worker_sessions():
+    """Sessions begun on a task worker thread that are still in a transaction."""
     gc.collect()
-    return [s for s in list(orm_session._sessions.values()) if s.in_transaction()]
+    return [s.info["threads"] for s in list(orm_session._sessions.values())
+            if s.in_transaction() and any(t.startswith("task-worker")
+                                          for t in s.info.get("threads", ()))]
 
 
 def test_task_sees_no_app_context_and_writes(runner):
@@ -60,7 +75,7 @@ def test_task_sees_no_app_context_and_writes(runner):
     assert users_named("probe") == 1
 
 
-def test_no_connection_or_session_left_after_200_tasks(runner, database):
+def test_no_connection_or_session_left_after_200_tasks(session_threads, runner, database):
     ids = [enqueue(runner, "probe") for _ in range(200)]
     rows = wait_finished(ids)
     assert {r.status for r in rows.values()} == {"succeeded"}
@@ -69,7 +84,7 @@ def test_no_connection_or_session_left_after_200_tasks(runner, database):
     assert len({r.result["thread"] for r in rows.values()}) <= runner.config.workers
     assert users_named("probe") == 200
     wait_for(lambda: database.pool.checkedout() == 0, message="pool checked-out to reach 0")
-    wait_for(lambda: not open_transactions(), message="no session to hold a transaction")
+    wait_for(lambda: not open_worker_sessions(), message="no worker session to stay open")
 
 
 def test_failure_is_recorded_and_next_task_on_same_thread_succeeds(make_runner):

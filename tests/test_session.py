@@ -37,6 +37,8 @@ def test_mysql_pool_pings_and_recycles(db_url):
         assert engine.pool.size() == 12
         with engine.connect() as connection:
             assert connection.get_isolation_level() == "READ COMMITTED"
+            raw = connection.connection.dbapi_connection
+            assert (raw._read_timeout, raw._write_timeout) == (600, 30)
     finally:
         db.dispose_engine()
 

@@ -99,7 +99,8 @@ class Runner:
             grace = self.config.shutdown_grace if grace is None else grace
             self._stopping.set()
             self._wake.set()
-            self._dispatcher.join()
+            # Bounded: a dispatcher stuck in database I/O must not hold up the exit.
+            self._dispatcher.join(timeout=grace + 5)
             self._dispatcher = None
             unstarted = self._take_unstarted()
             for _ in self._threads:
