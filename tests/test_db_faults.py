@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.bench.client import load
 from tests.conftest import mysql_only, wait_for
@@ -76,6 +77,25 @@ def restartable():
     return os.geteuid() == 0 and os.path.exists(MARIADBD) and shutil.which("start-stop-daemon")
 
 
+def shut_down_mariadb(engine):
+    """Ask the server to shut down and wait until its process is gone."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SHUTDOWN"))
+    except OperationalError:
+        pass  # the server may drop our own connection on its way down
+    wait_for(lambda: not mariadbd_running(), timeout=120, message="MariaDB to exit")
+
+
+def start_mariadb():
+    """Start the server again (after any shutdown in progress) and wait for its port."""
+    wait_for(lambda: not mariadbd_running() or port_open(), timeout=120,
+             message="MariaDB to finish shutting down")
+    subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background",
+                    "--exec", MARIADBD], check=True)
+    wait_for(port_open, timeout=60, message="MariaDB to start")
+
+
 @pytest.mark.skipif(not restartable(), reason="cannot restart MariaDB from this test")
 def test_mariadb_restart_mid_run_loses_no_task_and_readyz_follows(migrated_db, tmp_path):
     url, engine = migrated_db
@@ -84,15 +104,11 @@ def test_mariadb_restart_mid_run_loses_no_task_and_readyz_follows(migrated_db, t
         load(server.port, "POST", "/api/tasks",
              {"name": "create_user", "args": {"name": "r", "age": 1, "delay": 0.05}}, 300, 8)
         wait_for(lambda: counts(engine)[0].get("succeeded", 0) >= 30, message="30 done")
-        with engine.connect() as connection:
-            connection.execute(text("SHUTDOWN"))
-        wait_for(lambda: not mariadbd_running(), timeout=120, message="MariaDB to exit")
         try:
+            shut_down_mariadb(engine)
             assert server.request("GET", "/readyz", timeout=20)[0] == 503
         finally:
-            subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background",
-                            "--exec", MARIADBD], check=True)
-            wait_for(port_open, timeout=60, message="MariaDB to start")
+            start_mariadb()  # whatever happened, leave the server running for the rest
         wait_for(lambda: server.request("GET", "/readyz")[0] == 200, timeout=60,
                  message="readyz 200 again")
         by_status, users = wait_for(lambda: all_succeeded(engine, 300), timeout=120,
