@@ -3,7 +3,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -49,17 +48,24 @@ def port_open():
         return False
 
 
-def test_killed_connections_mid_run_lose_no_task(migrated_db, tmp_path):
-    url, engine = migrated_db
+def serve_tasks(url, tmp_path, total, name):
+    """Start a server and submit total create_user tasks of 50 ms each."""
     server = Server(url, tmp_path / "server.log", **FAST).start()
     try:
         load(server.port, "POST", "/api/tasks",
-             {"name": "create_user", "args": {"name": "k", "age": 1, "delay": 0.05}}, 400, 8)
-        killed = 0
-        for _ in range(6):
-            time.sleep(0.3)  # let the runner reconnect and get back into the middle of work
-            killed += kill_other_connections(engine)
-        assert killed > 0
+             {"name": "create_user", "args": {"name": name, "age": 1, "delay": 0.05}}, total, 8)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def test_killed_connections_mid_run_lose_no_task(migrated_db, tmp_path):
+    url, engine = migrated_db
+    server = serve_tasks(url, tmp_path, 400, "k")
+    try:
+        for _ in range(6):  # each round waits for the runner to have reconnected
+            wait_for(lambda: kill_other_connections(engine), message="a connection to kill")
         by_status, users = wait_for(lambda: all_succeeded(engine, 400), timeout=120,
                                     message="400 tasks after the kills")
         assert by_status == {"succeeded": 400}
@@ -99,10 +105,8 @@ def start_mariadb():
 @pytest.mark.skipif(not restartable(), reason="cannot restart MariaDB from this test")
 def test_mariadb_restart_mid_run_loses_no_task_and_readyz_follows(migrated_db, tmp_path):
     url, engine = migrated_db
-    server = Server(url, tmp_path / "server.log", **FAST).start()
+    server = serve_tasks(url, tmp_path, 300, "r")
     try:
-        load(server.port, "POST", "/api/tasks",
-             {"name": "create_user", "args": {"name": "r", "age": 1, "delay": 0.05}}, 300, 8)
         wait_for(lambda: counts(engine)[0].get("succeeded", 0) >= 30, message="30 done")
         try:
             shut_down_mariadb(engine)
