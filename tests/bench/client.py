@@ -23,35 +23,50 @@ def summarize(latencies, elapsed):
     }
 
 
-def load(port, method, path, body, total, concurrency):
-    """Send total requests from concurrency threads; return (latencies, elapsed, statuses)."""
-    payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    latencies, statuses = [], {}
+def spread(total, threads, work):
+    """Call work() total times from a pool of threads; return the seconds it took."""
     lock = threading.Lock()
     remaining = [total]
 
     def worker():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while True:
             with lock:
-                if remaining[0] == 0:
-                    break
+                if not remaining[0]:
+                    return
                 remaining[0] -= 1
-            started = time.perf_counter()
-            connection.request(method, path, payload, headers)
-            response = connection.getresponse()
-            response.read()
-            took = time.perf_counter() - started
-            with lock:
-                latencies.append(took)
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-        connection.close()
+            work()
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
     started = time.perf_counter()
-    for thread in threads:
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join()
-    return latencies, time.perf_counter() - started, statuses
+    return time.perf_counter() - started
+
+
+def load(port, method, path, body, total, concurrency):
+    """Send total requests from concurrency threads; return (latencies, elapsed, statuses)."""
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    latencies, statuses, connections = [], {}, []
+    lock = threading.Lock()
+    local = threading.local()  # one keep-alive connection per thread
+
+    def request():
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connections.append(local.connection)
+        started = time.perf_counter()
+        local.connection.request(method, path, payload, headers)
+        response = local.connection.getresponse()
+        response.read()
+        took = time.perf_counter() - started
+        with lock:
+            latencies.append(took)
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+
+    elapsed = spread(total, concurrency, request)
+    for connection in connections:
+        connection.close()
+    return latencies, elapsed, statuses

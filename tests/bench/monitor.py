@@ -1,7 +1,6 @@
 """Sample a server's threads, memory and database connections while it works."""
 import os
 import threading
-import time
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url

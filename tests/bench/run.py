@@ -8,7 +8,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 
 import pymysql
@@ -16,9 +15,9 @@ from sqlalchemy import func, insert, select
 
 import db
 from db import users
-from db.models import SUCCEEDED, Task, User, utcnow
+from db.models import SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench.client import load, summarize
+from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
 from tests.server import ROOT, Server, migrate
 
@@ -121,28 +120,14 @@ def bench_enqueue(server, monitor_pids, url, total, concurrency=32):
 
 def orm_floor(total, threads=WORKERS):
     """The same rows inserted through the ORM by plain threads, one transaction each."""
-    remaining = [total]
-    lock = threading.Lock()
+    def insert_one():
+        try:
+            users.create_user(db.Session, name="bench", age=1)
+            db.Session.commit()
+        finally:
+            db.Session.remove()
 
-    def worker():
-        while True:
-            with lock:
-                if not remaining[0]:
-                    return
-                remaining[0] -= 1
-            try:
-                users.create_user(db.Session, name="bench", age=1)
-                db.Session.commit()
-            finally:
-                db.Session.remove()
-
-    workers = [threading.Thread(target=worker) for _ in range(threads)]
-    started = time.perf_counter()
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    return total / (time.perf_counter() - started)
+    return total / spread(total, threads, insert_one)
 
 
 def bench_drain(total):
