@@ -62,7 +62,11 @@ def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(migrated_db, t
     processes.append(server)
     load(server.port, "POST", "/api/tasks",
          {"name": "create_user", "args": {"name": "x", "age": 1, "delay": 0.05}}, 1000, 16)
-    wait_for(lambda: counts(engine)[0].get("succeeded", 0) >= 100, message="100 done")
+    def mid_run():
+        by_status = counts(engine)[0]
+        return by_status.get("succeeded", 0) >= 100 and by_status.get("running", 0) >= 1
+
+    wait_for(mid_run, message="100 done and some running")
     server.signal(signal.SIGKILL)
     server.wait(10)
     at_kill, _ = counts(engine)
