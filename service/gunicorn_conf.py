@@ -1,5 +1,6 @@
 """gunicorn settings from the same environment; the runner starts after the fork."""
 import os
+import signal
 
 from service.config import load_config
 
@@ -31,6 +32,11 @@ def post_worker_init(worker):
     # With --preload the engine was made in the master: never share its pooled
     # connections with a forked child (close=False leaves the parent's alone).
     get_engine().dispose(close=False)
+    # gunicorn's quick shutdown (SIGINT/SIGQUIT) raises SystemExit in the worker, and
+    # a second one (Ctrl-C reaches the worker, then the master sends SIGQUIT) would
+    # land inside worker_exit and skip requeueing claimed tasks: make both graceful.
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, worker.handle_exit)
     runner = _runner(worker)
     if runner is not None and runner.config.workers:
         runner.start()

@@ -1,4 +1,5 @@
 """Crashes, shutdowns and many processes, with real gunicorn and worker processes."""
+import os
 import signal
 import time
 
@@ -117,6 +118,29 @@ def test_shutdown_finishes_or_requeues_and_restart_completes_all(migrated_db, tm
     assert by_status == {"succeeded": 196, "cancelled": 4}
     assert users == (196, 196)
     print(f"{signal.Signals(signum).name}: exited in {took:.1f}s (grace {grace}s)")
+
+
+def test_second_quit_signal_during_shutdown_still_requeues(migrated_db, tmp_path, processes):
+    # Ctrl-C reaches master and worker; the master then sends SIGQUIT to the worker
+    # while it is already waiting for its tasks. That must not cut the shutdown short.
+    url, engine = migrated_db
+    server = Server(url, tmp_path / "a.log", TASK_SHUTDOWN_GRACE=3, TASK_WORKERS=4,
+                    **{**FAST, "LOG_LEVEL": "INFO"}).start()
+    processes.append(server)
+    submit_many(server, 4, delay=60)
+    submit_many(server, 20, delay=0.05)
+    wait_for(lambda: counts(engine)[0].get("running", 0) >= 4, message="4 running")
+    workers = server.pids()[1:]
+    server.signal(signal.SIGINT)
+    wait_for(lambda: "stopping:" in server.output(), message="runner stopping")
+    for pid in workers:
+        os.kill(pid, signal.SIGQUIT)
+    assert server.wait(20) == 0
+    by_status, users = counts(engine)
+    assert "running" not in by_status
+    assert by_status.get("queued", 0) >= 4
+    assert users[0] == by_status.get("succeeded", 0)
+    assert "stopped; " in server.output()
 
 
 def test_two_web_processes_and_a_worker_run_each_task_once(migrated_db, tmp_path, processes):

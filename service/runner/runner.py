@@ -97,6 +97,8 @@ class Runner:
             if self._pid != os.getpid() or self._dispatcher is None:
                 return
             grace = self.config.shutdown_grace if grace is None else grace
+            log.info("runner %s stopping: %d claimed tasks get up to %gs",
+                     self.owner, len(self._active), grace)
             self._stopping.set()
             self._wake.set()
             # Bounded: a dispatcher stuck in database I/O must not hold up the exit.
