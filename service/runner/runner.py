@@ -140,19 +140,23 @@ class Runner:
                 with self._changed:
                     self._active.pop(execution.claim.id, None)
                     self._changed.notify_all()
-                self._wake.set()
+                # Waking the dispatcher costs the GIL a switch: only when it will claim.
+                if self._claimable():
+                    self._wake.set()
 
     def _dispatch(self):
         """Dispatcher thread: claim work for idle workers and keep leases alive."""
-        next_heartbeat = 0.0
+        next_heartbeat = next_tick = 0.0
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()  # a wake-up during the work below is kept for the wait
             claimed_all = False
             try:
                 claimed_all = self._claim()
-                self._enforce_time_limits()
-                self._save_progress()
+                if time.monotonic() >= next_tick:
+                    self._enforce_time_limits()
+                    self._save_progress()
+                    next_tick = time.monotonic() + self.config.poll_interval
                 if time.monotonic() >= next_heartbeat:
                     self._maintain()
                     next_heartbeat = time.monotonic() + self.config.heartbeat
@@ -177,10 +181,8 @@ class Runner:
         never wait for a claim, and one claim transaction serves several tasks.
         True if the claim got all it asked for (there may be more).
         """
-        workers = self.config.workers
-        prefetch = 3 * workers if self.config.prefetch is None else self.config.prefetch
-        free = workers + prefetch - len(self._active)
-        if free < min(workers, prefetch) or free <= 0:
+        free = self._claimable()
+        if not free:
             return False
         limit = min(free, self.config.claim_batch)
         claims = tasks.claim_tasks(Session, self.owner, limit)
@@ -191,6 +193,13 @@ class Runner:
         for claim in claims:
             self._jobs.put(self._active[claim.id])
         return len(claims) == limit
+
+    def _claimable(self):
+        """How many tasks to claim now: 0 until a worker's worth of slots is free."""
+        workers = self.config.workers
+        prefetch = 3 * workers if self.config.prefetch is None else self.config.prefetch
+        free = workers + prefetch - len(self._active)
+        return free if free >= max(1, min(workers, prefetch)) else 0
 
     def _enforce_time_limits(self):
         """Signal tasks past their time limit; fail those that ignore it past the grace."""
