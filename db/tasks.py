@@ -94,6 +94,11 @@ def claim_tasks(session, owner, limit):
     other's rows in the first place.
     """
     now = utcnow()
+    if session.get_bind().dialect.update_returning:
+        # One statement (SQLite, PostgreSQL): the write lock is held the least.
+        rows = session.execute(_CLAIM_RETURNING, {"now": now, "limit": limit, "v_owner": owner,
+                                                  "v_now": now}).all()
+        return [Claim(*row) for row in sorted(rows)]  # RETURNING has no order; ids are unique
     ids = session.scalars(_DUE, {"now": now, "limit": limit}).all()
     if not ids:
         session.rollback()
@@ -143,12 +148,21 @@ _CLAIM = (
             started_at=bindparam("v_now", type_=_c.started_at.type),
             heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
 )
+_CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
+                  _c.cancel_requested)  # in the order of Claim's fields
 _CLAIMED = (
-    select(_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-           _c.cancel_requested)
+    select(*_CLAIM_COLUMNS)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == _value("owner"),
            _c.status == RUNNING)
     .order_by(_c.id)
+)
+_CLAIM_RETURNING = (
+    update(_table)
+    .where(_c.id.in_(_DUE.scalar_subquery()), _c.status == QUEUED)
+    .values(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
+            started_at=bindparam("v_now", type_=_c.started_at.type),
+            heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+    .returning(*_CLAIM_COLUMNS)
 )
 _SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"),
                           finished_at=_value("finished_at"), error=None, traceback=None)
@@ -166,7 +180,9 @@ def _write_fenced(session, statement, claim, owner, **values):
     """Run a fenced UPDATE; True if the attempt was still ours."""
     params = {"task_id": claim.id, "fence_owner": owner, "fence_attempt": claim.attempt}
     params.update((f"v_{name}", value) for name, value in values.items())
-    return session.execute(statement, params).rowcount == 1
+    # On the session's own connection and transaction, without the ORM's
+    # execute pipeline: this runs once per task, inside its write transaction.
+    return session.connection().execute(statement, params).rowcount == 1
 
 
 def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):
