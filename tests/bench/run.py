@@ -183,12 +183,18 @@ def bench_overhead(server, total):
             "p99_ms": round(sorted(total_ms)[int(len(total_ms) * 0.99) - 1], 2)}
 
 
+PARTS = ("enqueue", "drain", "bounded", "overhead")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite")
     parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable); the JSON is written only for a full run")
     options = parser.parse_args()
     scale = 10 if options.quick else 1
+    parts = options.only or PARTS
     url = database_url(options.db)
     db.init_engine(url, pool_size=WORKERS + 2)
     log_path = os.path.join(ROOT, "var", "bench", f"{options.db}-server.log")
@@ -196,17 +202,20 @@ def main():
                     LOG_LEVEL="WARNING").start()
     try:
         pids = server.pids()[1:]  # the worker process(es), where requests and tasks run
-        results = {
-            "database": options.db,
-            "enqueue": bench_enqueue(server, pids, url, 2000 // scale),
-            "drain": bench_drain(5000 // scale),
-            "bounded": bench_bounded(server, pids, url, 10000 // scale),
-            "overhead": bench_overhead(server, 2000 // scale),
+        runs = {
+            "enqueue": lambda: bench_enqueue(server, pids, url, 2000 // scale),
+            "drain": lambda: bench_drain(5000 // scale),
+            "bounded": lambda: bench_bounded(server, pids, url, 10000 // scale),
+            "overhead": lambda: bench_overhead(server, 2000 // scale),
         }
+        results = {"database": options.db}
+        results.update((part, runs[part]()) for part in PARTS if part in parts)
     finally:
         server.stop()
         db.dispose_engine()
     report(results)
+    if options.only:
+        return
     path = os.path.join(ROOT, "var", "bench", f"{options.db}.json")
     with open(path, "w") as out:
         json.dump(results, out, indent=2)
@@ -214,24 +223,34 @@ def main():
 
 
 def report(r):
-    e, d, b, o = r["enqueue"], r["drain"], r["bounded"], r["overhead"]
-    rows = [
-        ("enqueue p50 / p99 (ms)", f"{e['enqueue']['p50_ms']} / {e['enqueue']['p99_ms']}",
-         f"floor {e['floor']['p50_ms']} / {e['floor']['p99_ms']}", f"p99 x{e['ratio_p99']} (target <= 1.5)"),
-        ("  (floor with the runner idle)", "", f"{e['floor_idle']['p50_ms']} / {e['floor_idle']['p99_ms']}",
-         f"p99 x{e['ratio_p99_vs_idle_floor']}"),
-        ("enqueue req/s", e["enqueue"]["req_per_s"], f"floor {e['floor']['req_per_s']}",
-         f"all succeeded: {e['all_succeeded']}, drain {e['drain_s']} s"),
-        ("drain tasks/s", d["tasks_per_s"], f"floor {d['floor_rows_per_s']} rows/s",
-         f"x{d['ratio']} (target >= 0.5)"),
-        ("threads before/peak/after", "/".join(map(str, b["threads"])), "", "flat = workers + request threads + const"),
-        ("RSS MB before/peak/after", "/".join(map(str, b["rss_mb"])), "",
-         f"growth {b['rss_growth_mb']} MB (target < 20)"),
-        ("DB connections at peak", b["peak_db_connections"], "",
-         f"pool checked-out after: {b['pool_checked_out_after']} (target 0)"),
-        ("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
-         f"queue wait median {o['median_queue_wait_ms']} ms"),
-    ]
+    rows = []
+    if "enqueue" in r:
+        e = r["enqueue"]
+        rows += [
+            ("enqueue p50 / p99 (ms)", f"{e['enqueue']['p50_ms']} / {e['enqueue']['p99_ms']}",
+             f"floor {e['floor']['p50_ms']} / {e['floor']['p99_ms']}", f"p99 x{e['ratio_p99']} (target <= 1.5)"),
+            ("  (floor with the runner idle)", "", f"{e['floor_idle']['p50_ms']} / {e['floor_idle']['p99_ms']}",
+             f"p99 x{e['ratio_p99_vs_idle_floor']}"),
+            ("enqueue req/s", e["enqueue"]["req_per_s"], f"floor {e['floor']['req_per_s']}",
+             f"all succeeded: {e['all_succeeded']}, drain {e['drain_s']} s"),
+        ]
+    if "drain" in r:
+        d = r["drain"]
+        rows.append(("drain tasks/s", d["tasks_per_s"], f"floor {d['floor_rows_per_s']} rows/s",
+                     f"x{d['ratio']} (target >= 0.5)"))
+    if "bounded" in r:
+        b = r["bounded"]
+        rows += [
+            ("threads before/peak/after", "/".join(map(str, b["threads"])), "", "flat = workers + request threads + const"),
+            ("RSS MB before/peak/after", "/".join(map(str, b["rss_mb"])), "",
+             f"growth {b['rss_growth_mb']} MB (target < 20)"),
+            ("DB connections at peak", b["peak_db_connections"], "",
+             f"pool checked-out after: {b['pool_checked_out_after']} (target 0)"),
+        ]
+    if "overhead" in r:
+        o = r["overhead"]
+        rows.append(("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
+                     f"queue wait median {o['median_queue_wait_ms']} ms"))
     print(f"\n{r['database']}")
     for name, value, floor, note in rows:
         print(f"  {name:36} {str(value):>16}  {str(floor):>24}  {note}")
