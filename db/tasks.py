@@ -99,13 +99,22 @@ def claim_tasks(session, owner, limit):
         rows = session.execute(_CLAIM_RETURNING, {"now": now, "limit": limit, "v_owner": owner,
                                                   "v_now": now}).all()
         return [Claim(*row) for row in sorted(rows)]  # RETURNING has no order; ids are unique
-    ids = session.scalars(_DUE, {"now": now, "limit": limit}).all()
-    if not ids:
+    # Elsewhere (MySQL/MariaDB): read the due rows and lock them, then mark them.
+    rows = session.execute(_DUE_ROWS, {"now": now, "limit": limit}).all()
+    if not rows:
         session.rollback()
         return []
-    session.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now})
-    rows = session.execute(_CLAIMED, {"ids": ids, "v_owner": owner}).all()
-    return [Claim(*row) for row in rows]
+    ids = [row.id for row in rows]
+    taken = session.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now}).rowcount
+    if taken != len(ids):  # without row locks a row can change in between: ask which we got
+        rows = session.execute(_CLAIMED, {"ids": ids, "v_owner": owner}).all()
+        return [Claim(*row) for row in rows]
+    return [Claim(*row[:3], row.attempts + 1, *row[4:]) for row in rows]
+
+
+def one_writer(session):
+    """True when the database lets one transaction write at a time (SQLite)."""
+    return session.get_bind().dialect.name == "sqlite"
 
 
 # The hot statements are built once: reusing one statement object lets
@@ -134,6 +143,8 @@ def _fenced_update(**values):
 
 
 _INSERT = insert(_table)
+_CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
+                  _c.cancel_requested)  # in the order of Claim's fields
 _DUE = (
     select(_c.id)
     .where(_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type))
@@ -141,15 +152,15 @@ _DUE = (
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
 )
+_DUE_ROWS = _DUE.with_only_columns(*_CLAIM_COLUMNS)
+_CLAIM_VALUES = dict(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
+                     started_at=bindparam("v_now", type_=_c.started_at.type),
+                     heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
 _CLAIM = (
     update(_table)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
-    .values(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
-            started_at=bindparam("v_now", type_=_c.started_at.type),
-            heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+    .values(**_CLAIM_VALUES)
 )
-_CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-                  _c.cancel_requested)  # in the order of Claim's fields
 _CLAIMED = (
     select(*_CLAIM_COLUMNS)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == _value("owner"),
@@ -159,9 +170,7 @@ _CLAIMED = (
 _CLAIM_RETURNING = (
     update(_table)
     .where(_c.id.in_(_DUE.scalar_subquery()), _c.status == QUEUED)
-    .values(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
-            started_at=bindparam("v_now", type_=_c.started_at.type),
-            heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+    .values(**_CLAIM_VALUES)
     .returning(*_CLAIM_COLUMNS)
 )
 _SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"),
