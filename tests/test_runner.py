@@ -13,7 +13,7 @@ from db.models import Task, User, utcnow
 from db.session import session_factory
 from service.runner import QueueFull
 from service.runner.retry import backoff_seconds
-from tests.conftest import count_rows, wait_for
+from tests.conftest import MYSQL_URL, count_rows, wait_for
 
 
 def task_row(task_id):
@@ -291,3 +291,76 @@ def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
     session.commit()
     rows = wait_finished(ids)
     assert {r.status for r in rows.values()} == {"cancelled"}
+
+
+sqlite_only = pytest.mark.skipif(bool(MYSQL_URL), reason="claims ride in task commits on SQLite only")
+
+
+def queue_rows(n, name="noop"):
+    """Insert n due tasks straight into the table (no wake-up)."""
+    with db.session_scope() as s:
+        return [tasks.insert_task(s, name, {}).id for _ in range(n)]
+
+
+def dispatcher_out_of_the_way(runner):
+    """Stop the dispatcher claiming, once any claim it had begun is over."""
+    passed = threading.Event()
+    runner._claim = lambda: passed.set() or False
+    runner.wake()
+    assert passed.wait(10)
+    assert runner._reserved == 0
+
+
+def statuses(ids):
+    with db.session_scope() as s:
+        return set(s.scalars(select(Task.status).where(Task.id.in_(ids))))
+
+
+@sqlite_only
+def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runner, monkeypatch):
+    # The dispatcher's own claim would queue for SQLite's write lock behind busy workers.
+    claimed_by = []
+    claim = tasks.claim_tasks
+
+    def recording(session, owner, limit):
+        claims = claim(session, owner, limit)
+        claimed_by.extend(threading.current_thread().name for _ in claims)
+        return claims
+
+    monkeypatch.setattr(tasks, "claim_tasks", recording)
+    ids = queue_rows(200)
+    make_runner(workers=2)
+    rows = wait_finished(ids)
+    assert {r.status for r in rows.values()} == {"succeeded"}
+    assert {r.attempts for r in rows.values()} == {1}
+    assert len(claimed_by) == 200  # each task claimed once
+    assert sum(name.startswith("task-worker") for name in claimed_by) >= 20
+
+
+@sqlite_only
+def test_claims_in_a_task_commit_that_fails_are_not_kept(make_runner):
+    runner = make_runner(workers=1)
+    dispatcher_out_of_the_way(runner)
+    ids = queue_rows(3)
+    session = session_factory()
+    with pytest.raises(RuntimeError):
+        with runner._claiming_with(session):
+            raise RuntimeError("the commit failed")
+    session.rollback()
+    session.close()
+    assert statuses(ids) == {"queued"}
+    assert not runner._active and runner._reserved == 0
+
+
+@sqlite_only
+def test_claims_committed_while_stopping_go_back_to_the_queue(make_runner):
+    runner = make_runner(workers=1)
+    dispatcher_out_of_the_way(runner)
+    ids = queue_rows(3)
+    session = session_factory()
+    with runner._claiming_with(session):
+        runner._stopping.set()  # shutdown begins while the claim is in its transaction
+        session.commit()
+    session.close()
+    assert statuses(ids) == {"queued"}
+    assert not runner._active and runner._reserved == 0

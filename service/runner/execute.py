@@ -1,4 +1,5 @@
 """Run one claimed attempt of a task and record how it ended."""
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -33,11 +34,12 @@ class Execution:
         return limit is not None and self.started is not None and now - self.started > limit + grace
 
 
-def run_execution(execution, owner, config):
+def run_execution(execution, owner, config, around_commit=contextlib.nullcontext):
     """Run the task function and commit its writes together with its outcome.
 
     The task's own writes and its final status share one transaction on the
     thread's registry Session, so a crash anywhere before commit undoes both.
+    around_commit(session) wraps that commit (the runner claims more work in it).
     """
     claim = execution.claim
     try:
@@ -55,7 +57,8 @@ def run_execution(execution, owner, config):
             Session.rollback()
             log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
             return
-        Session.commit()
+        with around_commit(Session):
+            Session.commit()
     except TaskCancelled:
         Session.rollback()
         _record(execution, "cancelled", lambda: tasks.finish_task(Session, claim, owner, CANCELLED))

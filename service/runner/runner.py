@@ -1,4 +1,5 @@
 """A bounded pool of task threads fed from the tasks table."""
+import contextlib
 import logging
 import os
 import queue
@@ -47,8 +48,9 @@ class Runner:
         return task
 
     def wake(self):
-        """Tell the dispatcher there may be work (it also polls on its own)."""
+        """Tell the dispatcher there may be new work (it also polls on its own)."""
         if self._dispatcher is not None:
+            self._submitted = True
             self._wake.set()
 
     # -- lifecycle --------------------------------------------------------
@@ -62,8 +64,10 @@ class Runner:
             self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._stopping = threading.Event()
             self._wake = threading.Event()
+            self._submitted = False  # the last wake-up came from a submit
             self._jobs = queue.SimpleQueue()
             self._active = {}  # task id -> Execution, claimed by this process
+            self._reserved = 0  # slots held for claims still in their transaction
             self._changed = threading.Condition()
             self._threads = [
                 threading.Thread(target=self._work, name=f"task-worker-{n}", daemon=True)
@@ -110,7 +114,8 @@ class Runner:
             deadline = time.monotonic() + grace
             with self._changed:
                 self._changed.wait_for(
-                    lambda: not self._active, timeout=max(0.0, deadline - time.monotonic())
+                    lambda: not self._active and not self._reserved,
+                    timeout=max(0.0, deadline - time.monotonic()),
                 )
                 unfinished = list(self._active.values())
             for execution in unfinished:
@@ -133,7 +138,7 @@ class Runner:
                 return
             try:
                 if not execution.abandoned:
-                    run_execution(execution, self.owner, self.config)
+                    run_execution(execution, self.owner, self.config, self._claiming_with)
             except Exception:  # never let one task kill the worker thread
                 log.exception("runner error in task %s", execution.claim.id)
             finally:
@@ -169,9 +174,11 @@ class Runner:
             if claimed_all and not failures:
                 continue  # there may be more due work right now
             timeout = self.config.poll_interval * min(2**failures, 20)
-            if self._wake.wait(timeout):
+            if self._wake.wait(timeout) and self._submitted:
                 # Under a stream of submits, gather a few before the next claim
                 # instead of running one claim transaction per submitted task.
+                # (Workers asking for more need no gap: they wake it a batch at a time.)
+                self._submitted = False
                 self._stopping.wait(self.config.claim_gap)
 
     def _claim(self):
@@ -181,24 +188,72 @@ class Runner:
         never wait for a claim, and one claim transaction serves several tasks.
         True if the claim got all it asked for (there may be more).
         """
-        free = self._claimable()
-        if not free:
+        limit = self._reserve()
+        if not limit:
             return False
-        limit = min(free, self.config.claim_batch)
-        claims = tasks.claim_tasks(Session, self.owner, limit)
-        Session.commit()
-        with self._changed:
-            for claim in claims:
-                self._active[claim.id] = Execution(claim)
-        for claim in claims:
-            self._jobs.put(self._active[claim.id])
+        claims = []
+        try:
+            claims = tasks.claim_tasks(Session, self.owner, limit)
+            Session.commit()
+        except BaseException:
+            claims = []
+            raise
+        finally:
+            self._settle(limit, claims)
         return len(claims) == limit
+
+    @contextlib.contextmanager
+    def _claiming_with(self, session):
+        """Around a finishing task's commit: on SQLite, claim the next batch in it.
+
+        The finishing task already holds SQLite's one write lock, so this claim
+        waits for nobody, where the dispatcher's own claim would queue behind
+        the busy workers and leave them idle. The claims count only if the
+        task's transaction commits.
+        """
+        limit = self._reserve() if tasks.one_writer(session) else 0
+        claims = []
+        try:
+            if limit:
+                claims = tasks.claim_tasks(session, self.owner, limit)
+            yield
+        except BaseException:
+            claims = []
+            raise
+        finally:
+            if limit:
+                self._settle(limit, claims)
+
+    def _reserve(self):
+        """Hold the free slots for one claim; 0 if too few are free or we are stopping."""
+        with self._changed:
+            if self._stopping.is_set():
+                return 0
+            limit = min(self._claimable(), self.config.claim_batch)
+            self._reserved += limit
+            return limit
+
+    def _settle(self, reserved, claims):
+        """Give back a reservation and hand its committed claims to the workers."""
+        executions = [Execution(claim) for claim in claims]
+        with self._changed:
+            self._reserved -= reserved
+            stopping = self._stopping.is_set()
+            if not stopping:
+                for execution in executions:
+                    self._active[execution.claim.id] = execution
+            self._changed.notify_all()
+        if stopping:  # claimed while shutting down: straight back to the queue
+            self._release(executions)
+            return
+        for execution in executions:
+            self._jobs.put(execution)
 
     def _claimable(self):
         """How many tasks to claim now: 0 until a worker's worth of slots is free."""
         workers = self.config.workers
         prefetch = 3 * workers if self.config.prefetch is None else self.config.prefetch
-        free = workers + prefetch - len(self._active)
+        free = workers + prefetch - len(self._active) - self._reserved
         return free if free >= max(1, min(workers, prefetch)) else 0
 
     def _enforce_time_limits(self):
