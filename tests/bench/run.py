@@ -51,13 +51,13 @@ def count_succeeded():
         return session.scalar(select(func.count()).select_from(Task).where(Task.status == SUCCEEDED))
 
 
-def wait_drained(expected, timeout=600):
+def wait_drained(expected, timeout=600, interval=0.02):
     """Wait until expected tasks succeeded; return when that happened (perf_counter)."""
     deadline = time.perf_counter() + timeout
     while count_succeeded() < expected:
         if time.perf_counter() > deadline:
             raise RuntimeError(f"only {count_succeeded()} of {expected} tasks succeeded")
-        time.sleep(0.02)
+        time.sleep(interval)
     return time.perf_counter()
 
 
@@ -130,20 +130,29 @@ def orm_floor(total, threads=WORKERS):
     return total / spread(total, threads, insert_one)
 
 
-def bench_drain(total):
-    """2. drain throughput of queued tasks next to the ORM-thread floor."""
-    reset()
-    floor = orm_floor(total)
-    reset()
-    queue_directly(total)
-    wait_drained(total)
-    with db.session_scope() as session:
-        first, last = session.execute(select(func.min(Task.started_at), func.max(Task.finished_at))).one()
-    # From the first claim to the last finish: the pickup delay of rows queued by
-    # another process (up to TASK_POLL_INTERVAL) is not throughput.
-    rate = total / (last - first).total_seconds()
+def bench_drain(total, rounds=3):
+    """2. drain throughput of queued tasks next to the ORM-thread floor.
+
+    Floor and drain alternate for a few rounds and each keeps its best: on a
+    shared machine a noisy moment only ever slows a run down.
+    """
+    floors, rates = [], []
+    for _ in range(rounds):
+        reset()
+        floors.append(orm_floor(total))
+        reset()
+        queue_directly(total)
+        wait_drained(total, interval=0.2)  # timed from the rows, so poll gently
+        with db.session_scope() as session:
+            first, last = session.execute(
+                select(func.min(Task.started_at), func.max(Task.finished_at))).one()
+        # From the first claim to the last finish: the pickup delay of rows queued by
+        # another process (up to TASK_POLL_INTERVAL) is not throughput.
+        rates.append(total / (last - first).total_seconds())
+    floor, rate = max(floors), max(rates)
     return {"floor_rows_per_s": round(floor, 1), "tasks_per_s": round(rate, 1),
-            "ratio": round(rate / floor, 2)}
+            "ratio": round(rate / floor, 2), "rounds": rounds,
+            "floor_runs": [round(x) for x in floors], "drain_runs": [round(x) for x in rates]}
 
 
 def bench_bounded(server, pids, url, total, concurrency=32):
@@ -237,7 +246,9 @@ def report(r):
     if "drain" in r:
         d = r["drain"]
         rows.append(("drain tasks/s", d["tasks_per_s"], f"floor {d['floor_rows_per_s']} rows/s",
-                     f"x{d['ratio']} (target >= 0.5)"))
+                     f"x{d['ratio']} (target >= 0.5), best of {d['rounds']}"))
+        rows.append(("  rounds: drain / floor", " ".join(map(str, d["drain_runs"])),
+                     " ".join(map(str, d["floor_runs"])), ""))
     if "bounded" in r:
         b = r["bounded"]
         rows += [
