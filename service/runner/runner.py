@@ -68,6 +68,8 @@ class Runner:
             self._jobs = queue.SimpleQueue()
             self._active = {}  # task id -> Execution, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
+            self._inline_claims = tasks.one_writer(Session)
+            Session.remove()
             self._changed = threading.Condition()
             self._threads = [
                 threading.Thread(target=self._work, name=f"task-worker-{n}", daemon=True)
@@ -145,8 +147,7 @@ class Runner:
                 with self._changed:
                     self._active.pop(execution.claim.id, None)
                     self._changed.notify_all()
-                # Waking the dispatcher costs the GIL a switch: only when it will claim.
-                if self._claimable():
+                if self._dispatcher_needed():
                     self._wake.set()
 
     def _dispatch(self):
@@ -211,7 +212,7 @@ class Runner:
         the busy workers and leave them idle. The claims count only if the
         task's transaction commits.
         """
-        limit = self._reserve() if tasks.one_writer(session) else 0
+        limit = self._reserve() if self._inline_claims else 0
         claims = []
         try:
             if limit:
@@ -223,6 +224,16 @@ class Runner:
         finally:
             if limit:
                 self._settle(limit, claims)
+
+    def _dispatcher_needed(self):
+        """After a task: should the dispatcher claim? (A wake-up costs a GIL switch.)
+
+        Where finishing tasks claim in their own commit, only when the claimed
+        stock is gone and a worker is about to idle.
+        """
+        if self._inline_claims:
+            return bool(self._claimable()) and len(self._active) < self.config.workers
+        return bool(self._claimable())
 
     def _reserve(self):
         """Hold the free slots for one claim; 0 if too few are free or we are stopping."""
