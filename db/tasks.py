@@ -1,4 +1,4 @@
-"""Data functions for the task queue; each takes a session and none commits.
+"""Data functions for the task queue; each takes a session and never ends its transaction.
 
 Every write to a running task is fenced by (owner, attempts): a runner that lost
 its lease, or a late thread, can never overwrite what a newer attempt recorded.
@@ -102,7 +102,6 @@ def claim_tasks(session, owner, limit):
     # Elsewhere (MySQL/MariaDB): read the due rows and lock them, then mark them.
     rows = session.execute(_DUE_ROWS, {"now": now, "limit": limit}).all()
     if not rows:
-        session.rollback()
         return []
     ids = [row.id for row in rows]
     taken = session.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now}).rowcount

@@ -364,3 +364,17 @@ def test_claims_committed_while_stopping_go_back_to_the_queue(make_runner):
     session.close()
     assert statuses(ids) == {"queued"}
     assert not runner._active and runner._reserved == 0
+
+
+def test_a_claim_that_finds_nothing_leaves_the_surrounding_transaction_alone(database):
+    # Data functions never end the caller's transaction: a claim may run inside a
+    # finishing task's transaction, whose writes must survive an empty queue.
+    session = session_factory()
+    try:
+        session.add(User(name="kept", age=1))
+        session.flush()
+        assert tasks.claim_tasks(session, "someone", 4) == []
+        session.commit()
+    finally:
+        session.close()
+    assert users_named("kept") == 1
