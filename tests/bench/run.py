@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 
 import db
 from db import users
-from db.models import SUCCEEDED, Task, utcnow
+from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -51,14 +51,26 @@ def count_succeeded():
         return session.scalar(select(func.count()).select_from(Task).where(Task.status == SUCCEEDED))
 
 
+def count_by_status():
+    with db.session_scope() as session:
+        return dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
+
+
 def wait_drained(expected, timeout=600, interval=0.02):
-    """Wait until expected tasks succeeded; return when that happened (perf_counter)."""
+    """Wait until expected tasks succeeded; return when that happened (perf_counter).
+
+    Fails at once if any task ended otherwise: a benchmark of lost work is no benchmark.
+    """
     deadline = time.perf_counter() + timeout
-    while count_succeeded() < expected:
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"only {count_succeeded()} of {expected} tasks succeeded")
+    while True:
+        by_status = count_by_status()
+        if by_status.get(SUCCEEDED, 0) >= expected:
+            return time.perf_counter()
+        ended = sum(by_status.values()) >= expected and not (
+            by_status.get(QUEUED) or by_status.get(RUNNING))
+        if ended or time.perf_counter() > deadline:
+            raise RuntimeError(f"expected {expected} succeeded tasks, found {by_status}")
         time.sleep(interval)
-    return time.perf_counter()
 
 
 def reset():
