@@ -261,11 +261,18 @@ class Runner:
             self._jobs.put(execution)
 
     def _claimable(self):
-        """How many tasks to claim now: 0 until a worker's worth of slots is free."""
+        """How many tasks to claim now: 0 until a batch's worth of slots is free.
+
+        A batch is half the slots while the claimed stock can cover every
+        worker (a claim costs about as much for 8 rows as for 4), else a
+        worker's worth, or a single slot without prefetch.
+        """
         workers = self.config.workers
         prefetch = 3 * workers if self.config.prefetch is None else self.config.prefetch
-        free = workers + prefetch - len(self._active) - self._reserved
-        return free if free >= max(1, min(workers, prefetch)) else 0
+        slots = workers + prefetch
+        batch = slots // 2 if prefetch >= workers else max(1, min(workers, prefetch))
+        free = slots - len(self._active) - self._reserved
+        return free if free >= batch else 0
 
     def _enforce_time_limits(self):
         """Signal tasks past their time limit; fail those that ignore it past the grace."""

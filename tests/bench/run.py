@@ -142,7 +142,7 @@ def orm_floor(total, threads=WORKERS):
     return total / spread(total, threads, insert_one)
 
 
-def bench_drain(total, rounds=3):
+def bench_drain(total, rounds=5):
     """2. drain throughput of queued tasks next to the ORM-thread floor.
 
     Floor and drain alternate for a few rounds and each keeps its best: on a
