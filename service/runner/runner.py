@@ -183,7 +183,7 @@ class Runner:
                 self._stopping.wait(self.config.claim_gap)
 
     def _claim(self):
-        """Keep workers fed: claim a batch once a worker's worth of slots is free.
+        """Keep workers fed: claim a batch once a batch's worth of slots is free.
 
         Up to `prefetch` claimed tasks wait beyond the busy workers, so workers
         never wait for a claim, and one claim transaction serves several tasks.
