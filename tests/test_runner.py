@@ -337,33 +337,39 @@ def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runn
     assert sum(name.startswith("task-worker") for name in claimed_by) >= 20
 
 
-@sqlite_only
-def test_claims_in_a_task_commit_that_fails_are_not_kept(make_runner):
+@pytest.fixture
+def lone_claim(make_runner):
+    """A runner whose dispatcher claims nothing, 3 due tasks, and a session to claim them in."""
     runner = make_runner(workers=1)
     dispatcher_out_of_the_way(runner)
     ids = queue_rows(3)
     session = session_factory()
+    yield runner, ids, session
+    session.close()
+
+
+def assert_back_in_the_queue(runner, ids):
+    assert statuses(ids) == {"queued"}
+    assert not runner._active and runner._reserved == 0
+
+
+@sqlite_only
+def test_claims_in_a_task_commit_that_fails_are_not_kept(lone_claim):
+    runner, ids, session = lone_claim
     with pytest.raises(RuntimeError):
         with runner._claiming_with(session):
             raise RuntimeError("the commit failed")
     session.rollback()
-    session.close()
-    assert statuses(ids) == {"queued"}
-    assert not runner._active and runner._reserved == 0
+    assert_back_in_the_queue(runner, ids)
 
 
 @sqlite_only
-def test_claims_committed_while_stopping_go_back_to_the_queue(make_runner):
-    runner = make_runner(workers=1)
-    dispatcher_out_of_the_way(runner)
-    ids = queue_rows(3)
-    session = session_factory()
+def test_claims_committed_while_stopping_go_back_to_the_queue(lone_claim):
+    runner, ids, session = lone_claim
     with runner._claiming_with(session):
         runner._stopping.set()  # shutdown begins while the claim is in its transaction
         session.commit()
-    session.close()
-    assert statuses(ids) == {"queued"}
-    assert not runner._active and runner._reserved == 0
+    assert_back_in_the_queue(runner, ids)
 
 
 def test_a_claim_that_finds_nothing_leaves_the_surrounding_transaction_alone(database):
