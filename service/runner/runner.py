@@ -189,19 +189,10 @@ class Runner:
         never wait for a claim, and one claim transaction serves several tasks.
         True if the claim got all it asked for (there may be more).
         """
-        limit = self._reserve()
-        if not limit:
-            return False
-        claims = []
-        try:
-            claims = tasks.claim_tasks(Session, self.owner, limit)
-            Session.commit()
-        except BaseException:
-            claims = []
-            raise
-        finally:
-            self._settle(limit, claims)
-        return len(claims) == limit
+        with self._claim_in(Session) as (limit, claims):
+            if limit:
+                Session.commit()
+        return bool(limit) and len(claims) == limit
 
     @contextlib.contextmanager
     def _claiming_with(self, session):
@@ -209,15 +200,27 @@ class Runner:
 
         The finishing task already holds SQLite's one write lock, so this claim
         waits for nobody, where the dispatcher's own claim would queue behind
-        the busy workers and leave them idle. The claims count only if the
-        task's transaction commits.
+        the busy workers and leave them idle.
         """
-        limit = self._reserve() if self._inline_claims else 0
+        if not self._inline_claims:
+            yield
+            return
+        with self._claim_in(session):
+            yield
+
+    @contextlib.contextmanager
+    def _claim_in(self, session):
+        """Reserve free slots and claim them in session's transaction; yield (limit, claims).
+
+        The block commits that transaction: the claims go to the workers only if
+        it ends without an exception.
+        """
+        limit = self._reserve()
         claims = []
         try:
             if limit:
                 claims = tasks.claim_tasks(session, self.owner, limit)
-            yield
+            yield limit, claims
         except BaseException:
             claims = []
             raise
