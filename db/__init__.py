@@ -1,4 +1,5 @@
 """Everything that touches the database. Imports no Flask."""
-from db.session import Session, dispose_engine, get_engine, init_engine, session_scope
+from db.session import (HeldConnection, Session, dispose_engine, get_engine, init_engine,
+                        session_scope)
 
-__all__ = ["Session", "dispose_engine", "get_engine", "init_engine", "session_scope"]
+__all__ = ["HeldConnection", "Session", "dispose_engine", "get_engine", "init_engine", "session_scope"]

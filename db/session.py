@@ -1,6 +1,9 @@
 """The engine, the sessionmaker and the one scoped_session registry."""
 import contextlib
+import logging
 import os
+import threading
+import time
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
@@ -9,7 +12,18 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 # One registry for request threads and task threads alike; each thread gets its
 # own Session and must call Session.remove() when its unit of work ends.
 session_factory = sessionmaker(expire_on_commit=False)
-Session = scoped_session(session_factory)
+_thread = threading.local()  # .held: the HeldConnection this thread's Sessions start on
+
+
+def _new_registry_session():
+    """The registry's factory: a thread holding a connection starts its Session on it."""
+    held = getattr(_thread, "held", None)
+    return session_factory() if held is None else held.session()
+
+
+Session = scoped_session(_new_registry_session)
+
+log = logging.getLogger(__name__)
 
 _engine = None
 
@@ -83,6 +97,58 @@ def session_scope():
         raise
     finally:
         session.close()
+
+
+class HeldConnection:
+    """A pooled connection one thread keeps for its registry Sessions while it works.
+
+    Inside `with held:` the thread's registry Sessions start on this connection,
+    each still its own Session, removed when its unit ends; so units that follow
+    each other pay the pool's checkout and liveness ping once, not every time.
+    A connection left unused for longer than FRESH_FOR goes back through the pool
+    (and its ping) first, as one lost or left mid-transaction does.
+    """
+
+    FRESH_FOR = 1.0  # seconds a connection may sit unused and still be trusted unpinged
+
+    def __init__(self):
+        self._connection = None
+        self._handed_out = 0.0  # time.monotonic() of the last Session started on it
+
+    def __enter__(self):
+        _thread.held = self
+        return self
+
+    def __exit__(self, *exc_info):
+        _thread.held = None
+        self.release()
+
+    def session(self):
+        """A new Session on the held connection (checked out again if stale or broken)."""
+        held, now = self._connection, time.monotonic()
+        if held is not None and (held.invalidated or held.in_transaction()
+                                 or now - self._handed_out > self.FRESH_FOR):
+            self.release()
+        if self._connection is None:
+            try:
+                self._connection = get_engine().connect()
+            except Exception:
+                # Making a Session must not raise: this one checks out when first
+                # used and meets the error there, where the unit handles its errors.
+                return session_factory()
+        self._handed_out = now
+        # control_fully: writes a unit makes on the connection itself (through
+        # Session.get_bind()) commit or roll back with its Session.
+        return session_factory(bind=self._connection, join_transaction_mode="control_fully")
+
+    def release(self):
+        """Give the connection back to the pool (a thread does before it idles)."""
+        held, self._connection = self._connection, None
+        if held is not None:
+            try:
+                held.close()
+            except Exception:  # a broken connection is the pool's to discard
+                log.warning("could not return a held connection to the pool", exc_info=True)
 
 
 def ensure_sqlite_file(url):

@@ -5,9 +5,11 @@ import time
 
 import flask
 from marshmallow import Schema, fields
+from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
 from db import Session, users
+from db.models import User
 from service.runner import RetryTask, task
 
 
@@ -36,15 +38,22 @@ def fail_always(ctx):
     raise ValueError("boom")
 
 
+PROBE_WRITES = {}  # task id -> (its Session, the user it wrote): was that Session closed?
+
+
 @task("probe", schema=NoArgs)
 def probe(ctx):
     """Report what the task thread sees at its start, then write a user."""
+    session = Session()
     seen = {
-        "session_at_start": Session.registry.has(),
+        # Anything a previous task left: objects, a transaction, or our own mark.
+        "session_at_start": bool(session.identity_map) or session.in_transaction()
+        or "probe" in session.info,
         "app_context": flask.has_app_context(),
         "thread": threading.current_thread().name,
     }
-    users.create_user(Session, name="probe", age=1)
+    session.info["probe"] = ctx.task_id
+    PROBE_WRITES[ctx.task_id] = session, users.create_user(Session, name="probe", age=1)
     return seen
 
 
@@ -84,3 +93,20 @@ def retry_me(ctx, times, delay):
 @task("unstorable", schema=NoArgs)
 def unstorable(ctx):
     return object()
+
+
+@task("drop_connection", schema=NoArgs, max_attempts=1)
+def drop_connection(ctx):
+    """Lose this task's database connection, as a server restart would."""
+    connection = Session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.invalidate()  # a file database cannot be cut off; drop it by hand
+        raise OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
+    own_id = connection.execute(text("SELECT CONNECTION_ID()")).scalar()
+    connection.execute(text(f"KILL CONNECTION {int(own_id)}"))  # answers with an error
+
+
+@task("write_through_bind", schema=NoArgs)
+def write_through_bind(ctx):
+    """Write a user on the connection the Session runs on, not through the Session."""
+    Session.get_bind().execute(insert(User).values(name="through bind", age=1))

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from db import Session, session_scope, tasks
+from db import HeldConnection, Session, session_scope, tasks
 from db.models import FAILED
 from service.runner.execute import Execution, run_execution
 from service.runner.submit import Backlog, add_task
@@ -134,21 +134,30 @@ class Runner:
 
     def _work(self):
         """Worker thread: run executions until told to stop."""
-        while True:
-            execution = self._jobs.get()
-            if execution is STOP:
-                return
-            try:
-                if not execution.abandoned:
-                    run_execution(execution, self.owner, self.config, self._claiming_with)
-            except Exception:  # never let one task kill the worker thread
-                log.exception("runner error in task %s", execution.claim.id)
-            finally:
-                with self._changed:
-                    self._active.pop(execution.claim.id, None)
-                    self._changed.notify_all()
-                if self._dispatcher_needed():
-                    self._wake.set()
+        with HeldConnection() as connection:
+            while True:
+                execution = self._next_job(connection)
+                if execution is STOP:
+                    return
+                try:
+                    if not execution.abandoned:
+                        run_execution(execution, self.owner, self.config, self._claiming_with)
+                except Exception:  # never let one task kill the worker thread
+                    log.exception("runner error in task %s", execution.claim.id)
+                finally:
+                    with self._changed:
+                        self._active.pop(execution.claim.id, None)
+                        self._changed.notify_all()
+                    if self._dispatcher_needed():
+                        self._wake.set()
+
+    def _next_job(self, connection):
+        """The next execution for a worker; one with nothing waiting gives its connection back first."""
+        try:
+            return self._jobs.get_nowait()
+        except queue.Empty:
+            connection.release()
+            return self._jobs.get()
 
     def _dispatch(self):
         """Dispatcher thread: claim work for idle workers and keep leases alive."""
