@@ -14,7 +14,7 @@ from db.models import Task, User, utcnow
 from db.session import session_factory
 from service.runner import QueueFull
 from service.runner.retry import backoff_seconds
-from tests.conftest import MYSQL_URL, count_rows, wait_for
+from tests.conftest import MYSQL_URL, count_rows, mysql_only, wait_for
 from tests.sample_tasks import PROBE_WRITES
 
 
@@ -459,3 +459,45 @@ def test_a_held_connection_left_unused_while_a_task_works_is_checked_before_use(
     assert (row.status, row.attempts) == ("succeeded", 1), row.error
     assert users_named("sleepy") == 1
     assert len(worker_checkouts) == 2
+
+
+def updates_sent(engine, session, write):
+    """The UPDATE statements (with parameters) that write(session) sends."""
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        write(session)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        session.rollback()
+    return sent
+
+
+@mysql_only
+def test_updates_by_id_find_rows_by_primary_key_not_by_the_status_index(database, session):
+    # Through the status index they would lock the index entries that finishing
+    # tasks change, and deadlock with them (seen: heartbeats in the drain benchmark).
+    now = utcnow()
+    old = now - dt.timedelta(minutes=5)
+    row = dict(name="noop", args={}, run_after=now, created_at=now, max_attempts=3,
+               progress=0, cancel_requested=False)
+    rows = [dict(row, status="succeeded", owner="other", heartbeat_at=now, attempts=1)] * 3000
+    rows += [dict(row, status="running", owner="me", heartbeat_at=old, attempts=n % 4)
+             for n in range(16)]
+    rows += [dict(row, status="queued", owner=None, heartbeat_at=None, attempts=0)] * 8
+    session.execute(Task.__table__.insert(), rows)
+    session.commit()
+    session.execute(text("ANALYZE TABLE tasks"))
+    running = session.scalars(select(Task.id).where(Task.status == "running")).all()
+    sent = updates_sent(database, session, lambda s: tasks.heartbeat(s, "me", running))
+    sent += updates_sent(database, session, lambda s: tasks.recover_expired(s, 30))
+    sent += updates_sent(database, session, lambda s: tasks.claim_tasks(s, "you", 8))
+    assert len(sent) == 4  # the heartbeat, the two recovery updates and the claim
+    for statement, parameters in sent:
+        plan = session.connection().exec_driver_sql("EXPLAIN " + statement, parameters)
+        assert [row.key for row in plan] == ["PRIMARY"], statement
