@@ -9,6 +9,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import scoped_session, sessionmaker
 
+log = logging.getLogger(__name__)
+
 # One registry for request threads and task threads alike; each thread gets its
 # own Session and must call Session.remove() when its unit of work ends.
 session_factory = sessionmaker(expire_on_commit=False)
@@ -22,8 +24,6 @@ def _new_registry_session():
 
 
 Session = scoped_session(_new_registry_session)
-
-log = logging.getLogger(__name__)
 
 _engine = None
 
@@ -109,7 +109,7 @@ class HeldConnection:
     (and its ping) first, as one lost or left mid-transaction does.
     """
 
-    FRESH_FOR = 1.0  # seconds a connection may sit unused and still be trusted unpinged
+    FRESH_FOR = 1.0  # seconds after the last Session started on it that the next one trusts it unpinged
 
     def __init__(self):
         self._connection = None

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from sqlalchemy import event, inspect, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import session as orm_session
 
 import db
@@ -501,3 +502,22 @@ def test_updates_by_id_find_rows_by_primary_key_not_by_the_status_index(database
     for statement, parameters in sent:
         plan = session.connection().exec_driver_sql("EXPLAIN " + statement, parameters)
         assert [row.key for row in plan] == ["PRIMARY"], statement
+
+
+def test_a_failed_checkout_for_a_held_connection_is_left_to_the_task(make_runner, monkeypatch):
+    # Making a Session must not raise, even where the database cannot be reached:
+    # the task's own Session meets the error where the runner handles errors.
+    real_engine, refused = db.get_engine(), []
+
+    class RefusingOnce:
+        def connect(self):
+            refused.append(threading.current_thread().name)
+            monkeypatch.setattr(db.session, "get_engine", lambda: real_engine)
+            raise OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(db.session, "get_engine", RefusingOnce)
+    task_id = queue_rows(1, "probe")[0]
+    make_runner(workers=1)
+    row = wait_finished([task_id])[task_id]
+    assert refused == ["task-worker-0"]
+    assert (row.status, row.attempts) == ("succeeded", 1), row.error
