@@ -390,23 +390,29 @@ def test_a_claim_that_finds_nothing_leaves_the_surrounding_transaction_alone(dat
     assert users_named("kept") == 1
 
 
-def test_a_busy_worker_keeps_one_connection_and_gives_it_back_when_idle(database, make_runner):
-    checkouts = []
+@pytest.fixture
+def worker_checkouts(database):
+    """The DBAPI connections that task-worker-0 checks out of the pool, in order."""
+    seen = []
 
-    def record(*_):
-        checkouts.append(threading.current_thread().name)
+    def record(dbapi_connection, *_):
+        if threading.current_thread().name == "task-worker-0":
+            seen.append(dbapi_connection)
 
     event.listen(database, "checkout", record)
-    try:
-        ids = queue_rows(200, "probe")
-        make_runner(workers=1)
-        rows = wait_finished(ids)
-    finally:
-        event.remove(database, "checkout", record)
+    yield seen
+    event.remove(database, "checkout", record)
+
+
+def test_a_busy_worker_keeps_one_connection_and_gives_it_back_when_idle(
+        database, make_runner, worker_checkouts):
+    ids = queue_rows(200, "probe")
+    make_runner(workers=1)
+    rows = wait_finished(ids)
     assert {r.status for r in rows.values()} == {"succeeded"}
     # Not one checkout per task but one per run of back-to-back tasks (seen: 2 on
     # SQLite, 15 on MariaDB, where the worker waits for the dispatcher now and then).
-    assert checkouts.count("task-worker-0") <= len(ids) // 4
+    assert len(worker_checkouts) <= len(ids) // 4
     wait_for(lambda: database.pool.checkedout() == 0, message="the idle worker's connection back")
 
 
@@ -440,23 +446,13 @@ def cut_off(dbapi_connection):
 
 
 def test_a_held_connection_left_unused_while_a_task_works_is_checked_before_use(
-        database, make_runner, monkeypatch):
+        make_runner, worker_checkouts, monkeypatch):
     monkeypatch.setattr(db.HeldConnection, "FRESH_FOR", 0.2)
-    worker_checkouts = []
-
-    def record(dbapi_connection, *_):
-        if threading.current_thread().name == "task-worker-0":
-            worker_checkouts.append(dbapi_connection)
-
-    event.listen(database, "checkout", record)
-    try:
-        first, sleeper = queue_rows(1, "probe") + queue_rows(1, "sleepy", {"seconds": 1.0})
-        make_runner(workers=1)  # claims both; the sleeper runs right after the probe
-        wait_status(first, "succeeded")
-        cut_off(worker_checkouts[-1])  # while the sleeper sleeps on the probe's connection
-        row = wait_finished([sleeper])[sleeper]
-    finally:
-        event.remove(database, "checkout", record)
+    first, sleeper = queue_rows(1, "probe") + queue_rows(1, "sleepy", {"seconds": 1.0})
+    make_runner(workers=1)  # claims both; the sleeper runs right after the probe
+    wait_status(first, "succeeded")
+    cut_off(worker_checkouts[-1])  # while the sleeper sleeps on the probe's connection
+    row = wait_finished([sleeper])[sleeper]
     assert (row.status, row.attempts) == ("succeeded", 1), row.error
     assert users_named("sleepy") == 1
     assert len(worker_checkouts) == 2
