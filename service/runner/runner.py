@@ -68,8 +68,8 @@ class Runner:
             self._jobs = queue.SimpleQueue()
             self._active = {}  # task id -> Execution, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
-            self._inline_claims = tasks.one_writer(Session)
-            Session.remove()
+            with session_scope() as session:  # not the caller's registry Session
+                self._inline_claims = tasks.one_writer(session)
             self._changed = threading.Condition()
             self._threads = [
                 threading.Thread(target=self._work, name=f"task-worker-{n}", daemon=True)
