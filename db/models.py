@@ -38,6 +38,9 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
+# Ids are INTEGER columns: MySQL's signed INT holds up to 2**31 - 1 (SQLite more).
+MAX_ID = 2**31 - 1
+
 
 def utcnow():
     """Return the current UTC time as a naive datetime (how every column stores it)."""

@@ -4,12 +4,11 @@ import os
 
 from flask import Flask
 from flask_cors import CORS
-from flask_smorest import Api
 
 from db import Session, init_engine
 from service.config import load_config, pool_size
 from service.errors import register_error_handlers
-from service.runner import Runner, RunnerConfig
+from service.runner import Runner, RunnerConfig, registry
 
 API_SETTINGS = {
     "API_TITLE": "Durable tasks",
@@ -64,15 +63,20 @@ def init_cors(app):
 
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
-    from service.api import health, seed, tasks, users
+    import service.jobs  # noqa: F401  registers the task functions the document lists
+    from service.api import IdConverter, health, seed, tasks, users
+    from service.api.openapi import ServiceApi, describe_task_body
 
-    api = Api(app)
-    for module in (users, tasks, seed, health):
-        api.register_blueprint(module.blp)
+    app.url_map.converters["id"] = IdConverter
+    api = ServiceApi(app)
+    modules = [users, tasks, seed, health]
     if app.config["BENCH_MODE"]:
         from service import bench
 
-        api.register_blueprint(bench.blp)
+        modules.append(bench)
+    for module in modules:
+        api.register_blueprint(module.blp)
+    describe_task_body(api, registry)
 
 
 def init_runner(app):

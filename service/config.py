@@ -44,12 +44,13 @@ def database_url(environ=None):
 def load_config(environ):
     """Return the settings dict built from environ (e.g. os.environ)."""
     origins = environ.get("CORS_ORIGINS", "")
+    web_threads = _number(environ, "WEB_THREADS", 8, minimum=1)
     return {
         "DATABASE_URL": database_url(environ),
         "HOST": environ.get("HOST") or "127.0.0.1",
         "PORT": _number(environ, "PORT", 8000, minimum=1),
         "WEB_WORKERS": _number(environ, "WEB_WORKERS", 1, minimum=1),
-        "WEB_THREADS": _number(environ, "WEB_THREADS", 8, minimum=1),
+        "WEB_THREADS": web_threads,
         "TASK_WORKERS": _number(environ, "TASK_WORKERS", 4),
         "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
         "TASK_PREFETCH": _number(environ, "TASK_PREFETCH", None),
@@ -62,6 +63,10 @@ def load_config(environ):
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
         "ALLOW_DB_RESET": _flag(environ, "ALLOW_DB_RESET"),
         "SEED_SYNC_DELAY": _number(environ, "SEED_SYNC_DELAY", 10.0, float),
+        # /user/add holds a request thread for SEED_SYNC_DELAY: a quarter of them at most,
+        # and never the last one, so health checks and the API always find a thread.
+        "SEED_SYNC_SLOTS": _number(environ, "SEED_SYNC_SLOTS", (web_threads + 2) // 4,
+                                   maximum=web_threads - 1),
         # create_user accepts delays up to 300 s (service.jobs.MAX_DELAY)
         "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float, maximum=300),
         "LOG_LEVEL": (environ.get("LOG_LEVEL") or "INFO").upper(),

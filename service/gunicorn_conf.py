@@ -1,6 +1,9 @@
 """gunicorn settings from the same environment; the runner starts after the fork."""
+import json
 import os
 import signal
+
+import gunicorn.util
 
 from service.config import load_config
 
@@ -18,6 +21,20 @@ accesslog = "-" if _settings["LOG_LEVEL"] == "DEBUG" else None
 wsgi_app = "service:create_app()"
 # Several servers may run on one machine (tests, web + worker); the control socket would collide.
 control_socket_disable = True
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own answers (a request line too long, a malformed header) in our JSON error shape."""
+    body = json.dumps({"code": status_int, "message": reason,
+                       "details": {"request": mesg} if mesg else {}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn.util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+# gunicorn writes these HTML pages itself, before the app sees the request;
+# it looks the writer up on its util module at each use.
+gunicorn.util.write_error = write_json_error
 
 
 def _runner(worker):

@@ -28,8 +28,14 @@ def test_values_are_read_and_typed():
 
 @pytest.mark.parametrize("key, value", [
     ("PORT", "eighty"), ("TASK_WORKERS", "-1"), ("ALLOW_DB_RESET", "maybe"),
-    ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"),
+    ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"), ("SEED_SYNC_SLOTS", "8"),
 ])
 def test_bad_values_name_the_setting(key, value):
     with pytest.raises(ConfigError, match=key):
         load_config({key: value})
+
+
+@pytest.mark.parametrize("threads, slots", [(1, 0), (2, 1), (4, 1), (8, 2), (16, 4)])
+def test_slow_article_requests_get_a_quarter_of_the_request_threads_and_never_the_last(
+        threads, slots):
+    assert load_config({"WEB_THREADS": str(threads)})["SEED_SYNC_SLOTS"] == slots

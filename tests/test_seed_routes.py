@@ -51,3 +51,12 @@ def test_initdb_is_forbidden_by_default(make_app):
     assert response.status_code == 403
     assert "ALLOW_DB_RESET" in response.get_json()["message"]
     assert count_rows(User) == 1
+
+
+def test_add_is_refused_at_once_when_no_request_thread_can_be_spared(make_app):
+    client = make_app(SEED_SYNC_SLOTS=0).test_client()
+    response = client.get("/user/add")
+    assert response.status_code == 503
+    assert "SEED_SYNC_SLOTS" in response.get_json()["message"]
+    assert int(response.headers["Retry-After"]) > 0
+    assert count_rows(User) == 0

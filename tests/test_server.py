@@ -1,4 +1,6 @@
 """The service as users run it: a real gunicorn process."""
+import threading
+
 import pytest
 
 from tests.conftest import wait_for
@@ -52,3 +54,39 @@ def test_sigterm_stops_the_server_cleanly(server):
     server.stop(timeout=30)
     assert server.proc.returncode == 0
     assert "stopped;" in server.output()
+
+
+def test_a_request_gunicorn_refuses_gets_the_json_error_shape(server):
+    status, headers, body = server.request("GET", "/api/users?" + "x=1&" * 2000)
+    assert status == 414
+    assert headers["Content-Type"] == "application/json"
+    assert body["code"] == 414 and body["message"] == "URI Too Long"
+
+
+def test_slow_article_requests_cannot_take_every_request_thread(migrated_db, tmp_path):
+    """4 request threads leave one /user/add slot: the rest are 503 and health stays prompt."""
+    server = Server(migrated_db, tmp_path / "slow.log", WEB_THREADS=4, SEED_SYNC_DELAY=5,
+                    TASK_POLL_INTERVAL=0.1).start()
+    try:
+        answers = []
+
+        def add_user():
+            answers.append(server.request("GET", "/user/add", timeout=60))
+
+        slow = [threading.Thread(target=add_user) for _ in range(6)]
+        for thread in slow:
+            thread.start()
+        wait_for(lambda: len(answers) >= 5, message="the requests over the cap to be turned away")
+        # Health, readiness and the API answer while the slow one still holds its thread.
+        assert server.request("GET", "/healthz", timeout=4)[0] == 200
+        assert server.request("GET", "/readyz", timeout=4)[0] == 200
+        assert server.request("POST", "/api/users", {"name": "fast", "age": 1}, timeout=4)[0] == 201
+        assert len(answers) == 5, "the slow request finished before health was answered"
+        for thread in slow:
+            thread.join(timeout=30)
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses == [200] + [503] * 5
+        busy = [(headers, body) for status, headers, body in answers if status == 503]
+        assert all(int(headers["Retry-After"]) == 5 and body["code"] == 503 for headers, body in busy)
+    finally:
+        server.stop()

@@ -1,5 +1,20 @@
 """HTTP routing: one blueprint per resource."""
+import json
+
 from flask import current_app
+from flask_smorest import Blueprint
+from werkzeug.routing import IntegerConverter
+
+from db import Session
+from db.models import MAX_ID
+from service.api.openapi import PAGINATION
+
+
+class IdConverter(IntegerConverter):
+    """<id:...> in a route: 1..MAX_ID, so an id no row can have is a 404, not a database error."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 def get_runner():
@@ -7,7 +22,13 @@ def get_runner():
     return current_app.extensions["runner"]
 
 
-def page_window(pagination_parameters):
-    """Return (limit, offset) for flask-smorest's page and page_size."""
-    size = pagination_parameters.page_size
-    return size, (pagination_parameters.page - 1) * size
+def one_page(list_rows, query):
+    """Answer a list view with list_rows(Session, limit, offset, **filters) and X-Pagination."""
+    filters = dict(query)
+    page, page_size = filters.pop("page"), filters.pop("page_size")
+    items, total = list_rows(Session, page_size, (page - 1) * page_size, **filters)
+    meta = Blueprint._make_pagination_metadata(page, page_size, total)
+    return items, 200, {"X-Pagination": json.dumps(meta)}
+
+
+PAGE_HEADERS = {"X-Pagination": PAGINATION}

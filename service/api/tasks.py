@@ -4,7 +4,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
-from service.api import get_runner, page_window
+from service.api import PAGE_HEADERS, get_runner, one_page
+from service.api.openapi import LOCATION
 from service.schemas import TaskIn, TaskOut, TaskQuery
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
@@ -21,26 +22,21 @@ def find_task(task_id):
 @blp.route("")
 class Tasks(MethodView):
     @blp.arguments(TaskIn)
-    @blp.response(202, TaskOut)
+    @blp.response(202, TaskOut, headers={"Location": LOCATION})
     @blp.alt_response(422, description="Unknown task name or invalid arguments")
-    @blp.alt_response(503, description="The queue is full; see Retry-After")
     def post(self, data):
         """Queue a registered task; it runs in the background."""
         task = get_runner().enqueue(data.pop("name"), data.pop("args"), **data)
         return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
 
     @blp.arguments(TaskQuery, location="query")
-    @blp.response(200, TaskOut(many=True))
-    @blp.paginate()
-    def get(self, query, pagination_parameters):
+    @blp.response(200, TaskOut(many=True), headers=PAGE_HEADERS)
+    def get(self, query):
         """List tasks, newest first, optionally by status and name."""
-        page_size, offset = page_window(pagination_parameters)
-        items, total = tasks.list_tasks(Session, page_size, offset, **query)
-        pagination_parameters.item_count = total
-        return items
+        return one_page(tasks.list_tasks, query)
 
 
-@blp.route("/<int:task_id>")
+@blp.route("/<id:task_id>")
 class Task(MethodView):
     @blp.response(200, TaskOut)
     def get(self, task_id):
@@ -48,7 +44,7 @@ class Task(MethodView):
         return find_task(task_id)
 
 
-@blp.route("/<int:task_id>/cancel")
+@blp.route("/<id:task_id>/cancel")
 class CancelTask(MethodView):
     @blp.response(200, TaskOut, description="Cancelled before it ran")
     @blp.alt_response(202, schema=TaskOut, description="Running; the task was asked to stop")

@@ -4,8 +4,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, users
-from service.api import page_window
-from service.schemas import UserIn, UserOut
+from service.api import PAGE_HEADERS, one_page
+from service.api.openapi import LOCATION
+from service.schemas import PageQuery, UserIn, UserOut
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users")
 
@@ -13,24 +14,21 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users")
 @blp.route("")
 class Users(MethodView):
     @blp.arguments(UserIn)
-    @blp.response(201, UserOut)
+    @blp.response(201, UserOut, headers={"Location": LOCATION})
     def post(self, data):
         """Create a user now."""
         user = users.create_user(Session, **data)
         Session.commit()
         return user, 201, {"Location": url_for("users.User", user_id=user.id)}
 
-    @blp.response(200, UserOut(many=True))
-    @blp.paginate()
-    def get(self, pagination_parameters):
+    @blp.arguments(PageQuery, location="query")
+    @blp.response(200, UserOut(many=True), headers=PAGE_HEADERS)
+    def get(self, query):
         """List users by id."""
-        page_size, offset = page_window(pagination_parameters)
-        items, total = users.list_users(Session, page_size, offset)
-        pagination_parameters.item_count = total
-        return items
+        return one_page(users.list_users, query)
 
 
-@blp.route("/<int:user_id>")
+@blp.route("/<id:user_id>")
 class User(MethodView):
     @blp.response(200, UserOut)
     def get(self, user_id):

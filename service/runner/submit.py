@@ -51,16 +51,30 @@ def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts
     spec = registry.get(name)
     stored_args = spec.normalize_args(args)
     backlog.check(session)
-    run_after = None
-    if delay:
-        run_after = utcnow() + dt.timedelta(seconds=delay)
-    elif run_at is not None:
-        run_after = run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return tasks.insert_task(
         session,
         name,
         stored_args,
-        run_after=run_after,
+        run_after=start_time(delay, run_at),
         max_attempts=max_attempts or spec.max_attempts,
         time_limit=time_limit if time_limit is not None else spec.time_limit,
     )
+
+
+def start_time(delay=None, run_at=None):
+    """When a task may first run (naive UTC), or None for now.
+
+    A run_at in the past means now, so an old timestamp cannot jump the queue
+    (or fall below the oldest time MySQL stores); one past the year 9999 in
+    UTC is the latest time both databases hold.
+    """
+    now = utcnow()
+    if delay:
+        return now + dt.timedelta(seconds=delay)
+    if run_at is None:
+        return None
+    try:
+        when = run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # moved to UTC it left years 1..9999
+        when = dt.datetime.max if run_at.year == dt.MAXYEAR else now
+    return max(when, now)

@@ -1,0 +1,98 @@
+"""The OpenAPI document says what the service really sends: one error shape, every status."""
+import http
+
+from apispec import BasePlugin
+from flask_smorest import Api
+from marshmallow import Schema, fields
+
+ERROR = "Error"
+UNAVAILABLE = "Unavailable"
+
+RETRY_AFTER = {"description": "Seconds to wait before trying again.",
+               "schema": {"type": "integer", "minimum": 1}}
+LOCATION = {"description": "Where the new resource can be read.", "schema": {"type": "string"}}
+PAGINATION = {
+    "description": "A JSON object in a string: total, total_pages, first_page, last_page, "
+                   "page, previous_page, next_page (the page fields only when there are items).",
+    "schema": {"type": "string"},
+    "example": '{"total": 42, "total_pages": 5, "first_page": 1, "last_page": 5, '
+               '"page": 2, "previous_page": 1, "next_page": 3}',
+}
+
+
+class ErrorOut(Schema):
+    """Every error: {"code", "message", "details"} (service.errors builds it)."""
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status."})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={
+        "description": 'What went wrong where, e.g. {"json": {"age": ["Not a valid integer."]}}'})
+
+
+def _is_error(status):
+    """True for a 4xx or 5xx key of an operation's responses (flask-smorest uses ints)."""
+    return str(status)[0] in "45"
+
+
+def _status(code):
+    """flask-smorest's name for the documented response of this status."""
+    return http.HTTPStatus(code).name
+
+
+class StandardResponses(BasePlugin):
+    """Add to every operation the errors any route of its kind can answer.
+
+    Each entry refers to a component response carrying ErrorOut, so routes
+    added later are documented the same way without repeating it.
+    """
+
+    def init_spec(self, spec):
+        spec.components.schema(ERROR, schema=ErrorOut)
+        spec.components.response(UNAVAILABLE, {
+            "description": "The database is unreachable, the queue is full or the route is busy.",
+            "headers": {"Retry-After": RETRY_AFTER},
+            "content": {"application/json": {"schema": ERROR}},
+        })
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                # alt_response(409, description=...) documents no body: it is an error
+                if _is_error(status) and isinstance(response, dict) and "content" not in response:
+                    response["content"] = {"application/json": {"schema": ERROR}}
+            if "requestBody" in operation:
+                responses.setdefault(400, _status(400))  # malformed JSON
+                responses.setdefault(413, _status(413))  # larger than MAX_CONTENT_LENGTH
+                responses.setdefault(422, _status(422))
+            if "{" in path:
+                responses.setdefault(404, _status(404))
+            if path.startswith(("/api/", "/user/")):
+                responses.setdefault(503, UNAVAILABLE)
+
+
+class ServiceApi(Api):
+    """flask-smorest's Api, documenting our error shape instead of its own."""
+
+    ERROR_SCHEMA = ErrorOut
+
+    def __init__(self, app):
+        super().__init__(app, spec_kwargs={"extra_plugins": [StandardResponses()]})
+
+
+def describe_task_body(api, registry):
+    """Make POST /api/tasks's body name each registered task with its own arguments.
+
+    The server checks args against the named task's schema and refuses delay
+    together with run_at; the document says both, so a request it calls valid
+    is one the server accepts.
+    """
+    variants = []
+    for name in registry.names():
+        args = api.ma_plugin.converter.schema2jsonschema(registry.get(name).schema)
+        variant = {"properties": {"name": {"type": "string", "enum": [name]}, "args": args},
+                   "required": ["name", "args"] if args.get("required") else ["name"]}
+        variants.append(variant)
+    body = api.spec.components.schemas["TaskIn"]
+    body["oneOf"] = variants
+    body["not"] = {"required": ["delay", "run_at"]}
