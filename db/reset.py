@@ -1,11 +1,13 @@
 """Empty every table, keeping the schema at its current migration."""
 from sqlalchemy import delete, text
 
+from db import stats
 from db.models import Task, User
 
 
 def reset_database_and_commit(session):
-    """Delete every task and user, commit, and restart the ids at 1."""
+    """Delete every task and user, and the counts of tasks, commit, and restart the ids at 1."""
+    stats.reset_counts(session)
     session.execute(delete(Task))
     session.execute(delete(User))
     session.commit()

@@ -8,6 +8,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, func, insert, select, update
 
+from db import stats
 from db.models import (
     CANCELLED,
     FAILED,
@@ -33,7 +34,8 @@ class Claim:
     cancel_requested: bool
 
 
-def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None):
+def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
+                retry_of=None):
     """Insert a queued task; return it as a Task that is not attached to the session.
 
     A Core INSERT of a prebuilt statement: submitting is the hot path of the API.
@@ -50,6 +52,7 @@ def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=
         cancel_requested=False,
         run_after=run_after or now,
         created_at=now,
+        retry_of=retry_of,
     )
     task_id = session.execute(_INSERT, values).inserted_primary_key[0]
     return Task(id=task_id, **values)
@@ -60,18 +63,23 @@ def get_task(session, task_id):
     return session.get(Task, task_id)
 
 
-def list_tasks(session, limit, offset, status=None, name=None):
-    """Return (one page of tasks newest first, total count), optionally filtered."""
+def _matching(status=None, name=None):
+    """The WHERE terms of a list filter."""
     conditions = []
     if status:
         conditions.append(Task.status == status)
     if name:
         conditions.append(Task.name == name)
-    total = session.scalar(select(func.count()).select_from(Task).where(*conditions))
+    return conditions
+
+
+def list_tasks(session, limit, offset, status=None, name=None):
+    """Return (one page of tasks newest first, total count), optionally filtered."""
     page = session.scalars(
-        select(Task).where(*conditions).order_by(Task.id.desc()).limit(limit).offset(offset)
+        select(Task).where(*_matching(status, name)).order_by(Task.id.desc())
+        .limit(limit).offset(offset)
     ).all()
-    return page, total
+    return page, stats.count_tasks(session, status, name)
 
 
 def count_queued(session):
@@ -309,3 +317,87 @@ def request_cancel(session, task_id):
             return CANCEL_TOO_LATE
         # It moved between queued and running while we looked; look again.
     return CANCEL_TOO_LATE
+
+
+RETRYABLE = (FAILED, CANCELLED)
+
+
+def _retryable(status=None, name=None):
+    """One WHERE per status (SQLite's partial indexes need the status said alone) for retry candidates."""
+    for each in [status] if status else RETRYABLE:
+        yield (Task.status == each, Task.retried_by.is_(None), *_matching(name=name))
+
+
+def _cancellable(status=None, name=None):
+    """The same for cancel candidates: queued tasks, and running ones not yet asked to stop."""
+    for each in [status] if status else (QUEUED, RUNNING):
+        asked = (Task.cancel_requested.is_(False),) if each == RUNNING else ()
+        yield (Task.status == each, *asked, *_matching(name=name))
+
+
+def _ids(session, filters, limit):
+    ids = []
+    for where in filters:
+        ids += session.scalars(select(Task.id).where(*where).order_by(Task.id).limit(limit)).all()
+    return sorted(ids)[:limit]
+
+
+def _count(session, filters):
+    return sum(session.scalar(select(func.count()).select_from(Task).where(*where))
+               for where in filters)
+
+
+def retryable_ids(session, status=None, name=None, limit=None):
+    """Ids of failed or cancelled tasks not retried yet that match a list filter, oldest first."""
+    return _ids(session, _retryable(status, name), limit)
+
+
+def count_retryable(session, status=None, name=None):
+    """How many failed or cancelled tasks matching a list filter were not retried yet."""
+    return _count(session, _retryable(status, name))
+
+
+def claim_retry(session, task_id):
+    """Mark a failed or cancelled task as being retried; False if it was retried already (or is not finished).
+
+    The caller inserts the retry and records its id with set_retry() in the
+    same transaction, which this UPDATE has made the only one to do so.
+    """
+    return session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status.in_(RETRYABLE), Task.retried_by.is_(None))
+        .values(retried_by=0)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+
+
+def set_retry(session, task_id, retry_id):
+    """Point a task claimed by claim_retry() at its retry."""
+    session.execute(update(Task).where(Task.id == task_id).values(retried_by=retry_id)
+                    .execution_options(synchronize_session=False))
+
+
+def cancellable_ids(session, status=None, name=None, limit=None):
+    """Ids of queued tasks, and running ones not yet asked to stop, that match a list filter."""
+    return _ids(session, _cancellable(status, name), limit)
+
+
+def count_cancellable(session, status=None, name=None):
+    """How many tasks a cancel of this list filter would reach."""
+    return _count(session, _cancellable(status, name))
+
+
+def cancel_ids(session, ids):
+    """Cancel the queued ones among ids and ask the running ones to stop; return (cancelled, asked)."""
+    if not ids:
+        return 0, 0
+    cancelled = session.execute(_by_primary_key(
+        update(Task).where(Task.id.in_(ids), Task.status == QUEUED)
+        .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False))).rowcount
+    asked = session.execute(_by_primary_key(
+        update(Task).where(Task.id.in_(ids), Task.status == RUNNING,
+                           Task.cancel_requested.is_(False))
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False))).rowcount
+    return cancelled, asked

@@ -64,12 +64,12 @@ def init_cors(app):
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
     import service.jobs  # noqa: F401  registers the task functions the document lists
-    from service.api import IdConverter, health, seed, tasks, users
+    from service.api import IdConverter, health, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
 
     app.url_map.converters["id"] = IdConverter
     api = ServiceApi(app)
-    modules = [users, tasks, seed, health]
+    modules = [users, tasks, stats, seed, health]
     if app.config["BENCH_MODE"]:
         from service import bench
 
@@ -102,4 +102,5 @@ def runner_config(settings):
         poll_interval=settings["TASK_POLL_INTERVAL"],
         retry_base=settings["TASK_RETRY_BASE"],
         retry_cap=settings["TASK_RETRY_CAP"],
+        retention=settings["TASK_RETENTION"],
     )

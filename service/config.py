@@ -23,6 +23,31 @@ def _number(environ, key, default, kind=int, minimum=0, maximum=None):
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text):
+    """Seconds in "90", "90s", "15m", "12h", "7d" or "2w"; ValueError if it is none of these."""
+    text = str(text).strip().lower()
+    unit = DURATION_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (try 90s, 15m, 12h or 7d)") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be a finite time, 0 or more, got {text!r}")
+    return seconds
+
+
+def _duration(environ, key, default):
+    raw = environ.get(key) or default
+    try:
+        return parse_duration(raw)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
 def _flag(environ, key, default=False):
     raw = environ.get(key)
     if raw is None or raw == "":
@@ -60,6 +85,7 @@ def load_config(environ):
         "TASK_POLL_INTERVAL": _number(environ, "TASK_POLL_INTERVAL", 0.5, float, minimum=0.01),
         "TASK_RETRY_BASE": _number(environ, "TASK_RETRY_BASE", 1.0, float),
         "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
+        "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
         "ALLOW_DB_RESET": _flag(environ, "ALLOW_DB_RESET"),
         "SEED_SYNC_DELAY": _number(environ, "SEED_SYNC_DELAY", 10.0, float),

@@ -3,7 +3,8 @@ import datetime as dt
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from db.models import MAX_ID, STATES
+from db.models import MAX_ID, QUEUED, RUNNING, STATES
+from db.tasks import RETRYABLE
 
 MAX_TASK_DELAY = 30 * 24 * 3600  # a task can be put off by at most 30 days
 MAX_PAGE_SIZE = 100
@@ -21,6 +22,15 @@ class Text(fields.String):
         except UnicodeEncodeError:
             raise self.make_error("unicode") from None
         return text
+
+
+class JsonBoolean(fields.Boolean):
+    """true or false only: marshmallow would also take 0, 1, "yes" and "on" (and 0 == False in a set)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class StrictSchema(Schema):
@@ -104,8 +114,83 @@ class TaskOut(Schema):
     started_at = UtcDateTime(allow_none=True)
     finished_at = UtcDateTime(allow_none=True)
     heartbeat_at = UtcDateTime(allow_none=True)
+    retry_of = fields.Integer(allow_none=True, metadata={"description": "the task this one retries"})
+    retried_by = fields.Integer(allow_none=True, metadata={"description": "the task that retried this one"})
 
 
 class TaskQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(STATES))
     name = Text(validate=validate.Length(min=1, max=100))
+
+
+class BulkIn(StrictSchema):
+    """Which tasks a bulk action takes: the list filters, and how many at most."""
+
+    name = Text(validate=validate.Length(min=1, max=100))
+    dry_run = JsonBoolean(load_default=False, metadata={"description": "only count them"})
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000),
+                           metadata={"description": "the most tasks one request changes"})
+
+
+class RetryIn(BulkIn):
+    status = fields.String(validate=validate.OneOf(RETRYABLE),
+                           metadata={"description": "failed or cancelled; both if absent"})
+
+
+class CancelIn(BulkIn):
+    status = fields.String(validate=validate.OneOf((QUEUED, RUNNING)),
+                           metadata={"description": "queued or running; both if absent"})
+
+
+class BulkOut(Schema):
+    matched = fields.Integer(required=True, metadata={"description": "tasks the filter matches now"})
+    affected = fields.Integer(required=True, metadata={"description": "tasks this request changed"})
+    dry_run = fields.Boolean(required=True)
+
+
+class RunnerOut(Schema):
+    owner = fields.String(required=True)
+    host = fields.String(required=True)
+    pid = fields.Integer(required=True)
+    workers = fields.Integer(required=True)
+    busy = fields.Integer(required=True)
+    started_at = UtcDateTime(required=True)
+    heartbeat_at = UtcDateTime(required=True)
+    lost = fields.Boolean(required=True, metadata={"description": "silent for longer than the lease"})
+
+
+class StatusCounts(Schema):
+    queued = fields.Integer(required=True)
+    running = fields.Integer(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+
+
+class NameCounts(StatusCounts):
+    name = fields.String(required=True)
+
+
+class QueueOut(Schema):
+    queued = fields.Integer(required=True)
+    due = fields.Integer(required=True, metadata={"description": "queued and due to run now"})
+    oldest_due_age = fields.Float(required=True, allow_none=True,
+                                  metadata={"description": "seconds the oldest due task has waited"})
+
+
+class MinuteOut(Schema):
+    minute = UtcDateTime(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+
+
+class StatsOut(Schema):
+    statuses = fields.Nested(StatusCounts, required=True)
+    names = fields.List(fields.Nested(NameCounts), required=True)
+    queue = fields.Nested(QueueOut, required=True)
+    finished_per_minute = fields.List(fields.Nested(MinuteOut), required=True,
+                                      metadata={"description": "the last 60 minutes, oldest first"})
+    runners = fields.List(fields.Nested(RunnerOut), required=True)
+    lease = fields.Float(required=True, metadata={"description": "TASK_LEASE: a runner silent longer is lost"})
+    generated_at = UtcDateTime(required=True)

@@ -1,8 +1,8 @@
 """HTTP routing: one blueprint per resource."""
 import json
 
-from flask import current_app
-from flask_smorest import Blueprint
+from flask import current_app, request
+from flask_smorest import Blueprint, abort
 from werkzeug.routing import IntegerConverter
 
 from db import Session
@@ -20,6 +20,13 @@ class IdConverter(IntegerConverter):
 def get_runner():
     """Return this app's task runner."""
     return current_app.extensions["runner"]
+
+
+def require_body():
+    """Refuse a request without a body: a bulk action on an empty filter must be asked for with {}."""
+    if not request.get_data(cache=True).strip():
+        abort(422, message="A JSON body is required: the filter, or {} for every task.",
+              details={"json": {"_schema": ["Missing request body."]}})
 
 
 def one_page(list_rows, query):

@@ -4,9 +4,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
-from service.api import PAGE_HEADERS, get_runner, one_page
+from service.api import PAGE_HEADERS, get_runner, one_page, require_body
 from service.api.openapi import LOCATION
-from service.schemas import TaskIn, TaskOut, TaskQuery
+from service.runner import manage
+from service.runner.manage import NotRetryable
+from service.schemas import BulkOut, CancelIn, RetryIn, TaskIn, TaskOut, TaskQuery
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
 
@@ -62,3 +64,46 @@ class CancelTask(MethodView):
             get_runner().wake()
             return task, 202
         return task
+
+
+@blp.route("/<id:task_id>/retry")
+class RetryTask(MethodView):
+    @blp.response(202, TaskOut, headers={"Location": LOCATION},
+                  description="The retry, a new task; the old one keeps its error and points at it")
+    @blp.alt_response(409, description="Not failed or cancelled, or retried already")
+    @blp.alt_response(422, description="Its task name or arguments are no longer valid")
+    def post(self, task_id):
+        """Retry a failed or cancelled task as a new task linked to it."""
+        try:
+            task = get_runner().retry(task_id)
+        except NotRetryable as error:
+            abort(409, message=str(error))
+        if task is None:
+            abort(404, message=f"task {task_id} not found")
+        return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
+
+
+@blp.route("/retry")
+class RetryTasks(MethodView):
+    @blp.arguments(RetryIn)
+    @blp.response(200, BulkOut)
+    def post(self, data):
+        """Retry every failed or cancelled task that matches the filter (and was not retried yet)."""
+        require_body()
+        dry_run = data.pop("dry_run")
+        matched, retried = get_runner().retry_matching(dry_run=dry_run, **data)
+        return {"matched": matched, "affected": retried, "dry_run": dry_run}
+
+
+@blp.route("/cancel")
+class CancelTasks(MethodView):
+    @blp.arguments(CancelIn)
+    @blp.response(200, BulkOut, description="affected: queued tasks cancelled plus running ones asked to stop")
+    def post(self, data):
+        """Cancel every queued task that matches the filter and ask the running ones to stop."""
+        require_body()
+        dry_run = data.pop("dry_run")
+        matched, cancelled, asked = manage.cancel_matching(Session, dry_run=dry_run, **data)
+        if asked:
+            get_runner().wake()
+        return {"matched": matched, "affected": cancelled + asked, "dry_run": dry_run}

@@ -16,3 +16,4 @@ class RunnerConfig:
     claim_batch: int = 16  # most tasks claimed in one transaction
     claim_gap: float = 0.005  # seconds a wake-up waits so that one claim serves several submits
     prefetch: int | None = None  # claimed tasks waiting for a worker (None: 3 per worker)
+    retention: float = 7 * 24 * 3600  # seconds finished tasks are kept (0: forever)

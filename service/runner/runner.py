@@ -8,9 +8,11 @@ import threading
 import time
 import uuid
 
-from db import HeldConnection, Session, session_scope, tasks
+from db import HeldConnection, Session, runners, session_scope, tasks
 from db.models import FAILED
 from service.runner.execute import Execution, run_execution
+from service.runner import manage
+from service.runner.housekeeping import keep_tables
 from service.runner.submit import Backlog, add_task
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,21 @@ class Runner:
         self._backlog.added()
         self.wake()
         return task
+
+    def retry(self, task_id):
+        """Queue and commit a retry of a failed or cancelled task (service.runner.manage); None if unknown."""
+        task = manage.retry_task(Session, task_id, self._backlog)
+        if task is not None:
+            Session.commit()
+            self.wake()
+        return task
+
+    def retry_matching(self, **filter):
+        """Retry the failed/cancelled tasks a list filter matches; return (matched, retried)."""
+        matched, retried = manage.retry_matching(Session, self._backlog, **filter)
+        if retried:
+            self.wake()
+        return matched, retried
 
     def wake(self):
         """Tell the dispatcher there may be new work (it also polls on its own)."""
@@ -124,6 +141,7 @@ class Runner:
                 execution.abandoned = True
                 execution.ctx.cancel()
             released = self._release(unstarted + unfinished)
+            self._forget()
             for thread in self._threads:
                 thread.join(timeout=0.5)
             self._threads = []
@@ -318,8 +336,11 @@ class Runner:
         """Refresh our leases, pick up cancel requests, recover expired leases."""
         mine = [ex for ex in list(self._active.values()) if not ex.abandoned]
         ids = [ex.claim.id for ex in mine]
+        busy = sum(1 for ex in mine if ex.started is not None)
         with session_scope() as session:
             tasks.heartbeat(session, self.owner, ids)
+            runners.record_runner(session, self.owner, socket.gethostname(), os.getpid(),
+                                  self.config.workers, busy)
             cancelled = tasks.cancel_requested_ids(session, ids)
             requeued, failed = tasks.recover_expired(session, self.config.lease)
         for execution in mine:
@@ -328,6 +349,7 @@ class Runner:
         if requeued or failed:
             log.warning("recovered tasks of lost workers: %d requeued, %d failed", requeued, failed)
             self._wake.set()
+        keep_tables(self.config.retention)
 
     def _take_unstarted(self):
         """Remove claimed tasks that no worker has started yet."""
@@ -343,6 +365,14 @@ class Runner:
                 self._active.pop(execution.claim.id, None)
             self._changed.notify_all()
         return unstarted
+
+    def _forget(self):
+        """Take this runner off the list of live processes (a lost one stays, shown as lost)."""
+        try:
+            with session_scope() as session:
+                runners.forget_runner(session, self.owner)
+        except Exception:
+            log.warning("could not remove runner %s from the runners table", self.owner, exc_info=True)
 
     def _release(self, executions):
         """Requeue executions cut short by shutdown; they do not count as attempts."""

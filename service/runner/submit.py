@@ -46,11 +46,9 @@ class Backlog:
 
 
 def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts=None,
-             time_limit=None):
+             time_limit=None, retry_of=None):
     """Validate name and args, check the backlog, insert the queued row (not committed)."""
-    spec = registry.get(name)
-    stored_args = spec.normalize_args(args)
-    backlog.check(session)
+    spec, stored_args = check_task(session, name, args, backlog)
     return tasks.insert_task(
         session,
         name,
@@ -58,7 +56,16 @@ def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts
         run_after=start_time(delay, run_at),
         max_attempts=max_attempts or spec.max_attempts,
         time_limit=time_limit if time_limit is not None else spec.time_limit,
+        retry_of=retry_of,
     )
+
+
+def check_task(session, name, args, backlog):
+    """Return (spec, args to store) for a task that may be queued now; raise if it may not."""
+    spec = registry.get(name)
+    stored_args = spec.normalize_args(args)
+    backlog.check(session)
+    return spec, stored_args
 
 
 def start_time(delay=None, run_at=None):

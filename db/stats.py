@@ -1,0 +1,225 @@
+"""How many tasks are where: counts for the API, the dashboard and metrics, kept cheap at 10⁶ rows.
+
+Finished tasks are counted once into task_totals (per name and status) and
+task_minutes (per minute, for the last hour's chart) by roll_up(), up to a
+watermark two minutes behind the clock; a count is then those few rows plus
+the tasks that finished after the watermark, read through the finish-time
+index. roll_up() and prune_finished() both move the one task_rollup row
+first: its row lock lets one process at a time change the totals, and a
+process that finds it moved leaves the work to the one that moved it.
+"""
+import collections
+import datetime as dt
+
+from sqlalchemy import delete, func, select, true, update
+
+from db import runners
+from db.models import (FINISHED_STATES, QUEUED, RUNNING, STATES, Task, TaskMinute, TaskRollup,
+                       TaskTotal, utcnow)
+
+# A finish is stamped before its transaction commits (after up to SQLite's 30 s
+# busy wait): roll up only minutes that every such commit has surely reached.
+ROLLUP_MARGIN = dt.timedelta(minutes=2)
+ROLLUP_STEP = dt.timedelta(minutes=10)  # the most one transaction folds in
+MINUTES_KEPT = dt.timedelta(hours=2)
+MINUTE = dt.timedelta(minutes=1)
+
+
+def floor_minute(when):
+    """The start of when's minute."""
+    return when.replace(second=0, microsecond=0)
+
+
+def _rolled(session, table, *columns):
+    """The watermark and the rows of a roll-up table, read in one statement so they agree."""
+    query = (select(TaskRollup.rolled_until, *columns)
+             .select_from(TaskRollup).outerjoin(table, true()).where(TaskRollup.id == 1))
+    rows = session.execute(query).all()
+    if not rows:
+        raise LookupError("task_rollup is empty: run the migrations (alembic upgrade head)")
+    return rows[0][0], [row[1:] for row in rows if row[1] is not None]
+
+
+def finished_counts(session):
+    """Counter {(name, status): n} of every finished task in the table."""
+    since, totals = _rolled(session, TaskTotal, TaskTotal.name, TaskTotal.status, TaskTotal.count)
+    counts = collections.Counter({(name, status): n for name, status, n in totals})
+    recent = session.execute(
+        select(Task.name, Task.status, func.count())
+        .where(Task.finished_at >= since, Task.status.in_(FINISHED_STATES))
+        .group_by(Task.name, Task.status))
+    for name, status, n in recent:
+        counts[(name, status)] += n
+    return +counts  # totals of tasks since pruned away can reach 0
+
+
+def unfinished_counts(session, name=None):
+    """Counter {(name, status): n} of queued and running tasks (bounded by the backlog)."""
+    counts = collections.Counter()
+    for status in (QUEUED, RUNNING):  # one status per query: SQLite's partial indexes need it said so
+        query = select(Task.name, func.count()).where(Task.status == status).group_by(Task.name)
+        if name is not None:
+            query = query.where(Task.name == name)
+        counts.update({(row_name, status): n for row_name, n in session.execute(query)})
+    return counts
+
+
+def count_tasks(session, status=None, name=None):
+    """How many tasks match a list filter, without counting a million rows."""
+    if status in (QUEUED, RUNNING):
+        query = select(func.count()).select_from(Task).where(Task.status == status)
+        if name is not None:
+            query = query.where(Task.name == name)
+        return session.scalar(query)
+    counts = finished_counts(session)
+    if status is None:
+        counts.update(unfinished_counts(session, name))
+    return sum(n for (row_name, row_status), n in counts.items()
+               if (status is None or row_status == status) and (name is None or row_name == name))
+
+
+def finished_per_minute(session, now=None, minutes=60):
+    """[(minute, {status: n})] for the last `minutes` minutes, oldest first."""
+    now = now or utcnow()
+    first = floor_minute(now) - (minutes - 1) * MINUTE
+    since, rolled = _rolled(session, TaskMinute, TaskMinute.minute, TaskMinute.status,
+                            TaskMinute.count)
+    series = {first + i * MINUTE: collections.Counter() for i in range(minutes)}
+    for minute, status, n in rolled:
+        if minute in series:
+            series[minute][status] += n
+    minute = max(first, since)
+    while minute <= floor_minute(now):  # the minutes not rolled up yet: a few at most
+        recent = session.execute(
+            select(Task.status, func.count())
+            .where(Task.finished_at >= minute, Task.finished_at < minute + MINUTE,
+                   Task.status.in_(FINISHED_STATES))
+            .group_by(Task.status))
+        series[minute].update(dict(recent.all()))
+        minute += MINUTE
+    return sorted(series.items())
+
+
+def _move_watermark(session, since, until):
+    """Move the watermark from since to until (or hold it there); False if another process moved it first."""
+    return session.execute(
+        update(TaskRollup).where(TaskRollup.id == 1, TaskRollup.rolled_until == since)
+        .values(rolled_until=until)
+        .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _watermark(session):
+    return session.scalar(select(TaskRollup.rolled_until).where(TaskRollup.id == 1))
+
+
+def _add_total(session, name, status, n):
+    """Add n (or subtract) to one total; the caller holds the roll-up row."""
+    changed = session.execute(
+        update(TaskTotal).where(TaskTotal.name == name, TaskTotal.status == status)
+        .values(count=TaskTotal.count + n)
+        .execution_options(synchronize_session=False)).rowcount
+    if not changed:
+        session.add(TaskTotal(name=name, status=status, count=n))
+
+
+def roll_up(session, now=None):
+    """Fold tasks finished up to two minutes ago into the totals, one step; True if it did.
+
+    The caller commits. A step covers at most ROLLUP_STEP of finishes after
+    skipping empty time, so one call after a long pause catches up quickly.
+    """
+    now = now or utcnow()
+    target = floor_minute(now - ROLLUP_MARGIN)
+    since = _watermark(session)
+    if since is None or since >= target:
+        return False
+    first = session.scalar(select(func.min(Task.finished_at)).where(
+        Task.finished_at >= since, Task.finished_at < target))
+    until = target if first is None else min(target, floor_minute(first) + ROLLUP_STEP)
+    if not _move_watermark(session, since, until):
+        return False
+    if first is None:
+        return True
+    window = (Task.finished_at >= since, Task.finished_at < until, Task.status.in_(FINISHED_STATES))
+    for name, status, n in session.execute(
+            select(Task.name, Task.status, func.count()).where(*window)
+            .group_by(Task.name, Task.status)).all():
+        _add_total(session, name, status, n)
+    minute = max(floor_minute(first), floor_minute(now) - MINUTES_KEPT)
+    while minute < until:
+        for status, n in session.execute(
+                select(Task.status, func.count())
+                .where(*window, Task.finished_at >= minute, Task.finished_at < minute + MINUTE)
+                .group_by(Task.status)).all():
+            session.add(TaskMinute(minute=minute, status=status, count=n))
+        minute += MINUTE
+    session.execute(delete(TaskMinute).where(TaskMinute.minute < floor_minute(now) - MINUTES_KEPT))
+    session.flush()
+    return True
+
+
+def prune_finished(session, older_than, batch=500, now=None):
+    """Delete up to batch tasks that finished more than older_than ago; return how many.
+
+    Only rolled-up tasks are deleted, and their counts leave the totals in the
+    same transaction (the caller commits), so every count stays exact.
+    """
+    now = now or utcnow()
+    since = _watermark(session)
+    if since is None or not _move_watermark(session, since, since):
+        return 0
+    cutoff = min(now - older_than, since)
+    rows = session.execute(
+        select(Task.id, Task.name, Task.status)
+        .where(Task.finished_at < cutoff, Task.status.in_(FINISHED_STATES))
+        .order_by(Task.finished_at).limit(batch)).all()
+    if not rows:
+        return 0
+    session.execute(delete(Task).where(Task.id.in_([row.id for row in rows]))
+                    .execution_options(synchronize_session=False))
+    for (name, status), n in collections.Counter((row.name, row.status) for row in rows).items():
+        _add_total(session, name, status, -n)
+    return len(rows)
+
+
+def reset_counts(session):
+    """Forget every count (the caller empties the tasks table in the same transaction)."""
+    while True:  # hold the roll-up row, waiting out a roll-up in progress
+        since = _watermark(session)
+        if since is None or _move_watermark(session, since, since):
+            break
+    session.execute(delete(TaskTotal))
+    session.execute(delete(TaskMinute))
+
+
+def queue_depth(session, now=None):
+    """(queued, due now, when the oldest due task became due or None)."""
+    now = now or utcnow()
+    queued = session.scalar(select(func.count()).select_from(Task).where(Task.status == QUEUED))
+    due, oldest = session.execute(
+        select(func.count(), func.min(Task.run_after))
+        .where(Task.status == QUEUED, Task.run_after <= now)).one()
+    return queued, due, oldest
+
+
+def overview(session, lease_seconds, now=None):
+    """Everything the dashboard's overview shows, as plain values."""
+    now = now or utcnow()
+    counts = finished_counts(session)
+    counts.update(unfinished_counts(session))
+    by_name = collections.defaultdict(lambda: dict.fromkeys(STATES, 0))
+    for (name, status), n in counts.items():
+        by_name[name][status] = n
+    queued, due, oldest_due = queue_depth(session, now)
+    return {
+        "statuses": {status: sum(n for (_, s), n in counts.items() if s == status)
+                     for status in STATES},
+        "names": [{"name": name, **by_name[name]} for name in sorted(by_name)],
+        "queue": {"queued": queued, "due": due,
+                  "oldest_due_age": (now - oldest_due).total_seconds() if oldest_due else None},
+        "finished_per_minute": [{"minute": minute, **{s: per_status[s] for s in FINISHED_STATES}}
+                                for minute, per_status in finished_per_minute(session, now)],
+        "runners": runners.list_runners(session, lease_seconds, now),
+        "lease": lease_seconds,
+        "generated_at": now,
+    }

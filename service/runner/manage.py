@@ -1,0 +1,80 @@
+"""Retry and cancel tasks, one or every one matching a filter (the API, dashboard and CLI share these).
+
+A retry is a new task with the same name, arguments and limits, linked both
+ways (`retry_of` on the new one, `retried_by` on the old one), so the failed
+attempt keeps its error and traceback and can be retried only once.
+"""
+from db import tasks
+from service.runner.registry import InvalidArguments, UnknownTask
+from service.runner.submit import QueueFull, add_task, check_task
+
+CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long
+
+
+class NotRetryable(ValueError):
+    """Only a failed or cancelled task, not retried already, can be retried."""
+
+
+def retry_task(session, task_id, backlog):
+    """Queue a retry of a failed or cancelled task (not committed); None if there is no such task.
+
+    Everything that can refuse it is checked before anything is written.
+    """
+    old = tasks.get_task(session, task_id)
+    if old is None:
+        return None
+    if old.status not in tasks.RETRYABLE:
+        raise NotRetryable(f"task {task_id} is {old.status}; only failed or cancelled tasks can be retried")
+    if old.retried_by is not None:
+        raise NotRetryable(f"task {task_id} was retried already, as task {old.retried_by}")
+    check_task(session, old.name, old.args, backlog)
+    if not tasks.claim_retry(session, task_id):  # another request retried it meanwhile
+        raise NotRetryable(f"task {task_id} was retried already")
+    new = add_task(session, old.name, old.args, backlog, max_attempts=old.max_attempts,
+                   time_limit=old.time_limit, retry_of=old.id)
+    tasks.set_retry(session, task_id, new.id)
+    backlog.added()
+    return new
+
+
+def retry_matching(session, backlog, status=None, name=None, limit=1000, dry_run=False):
+    """Retry up to limit failed/cancelled tasks matching the filter, committing every CHUNK.
+
+    Returns (matched, retried): a task whose name or arguments are no longer
+    valid is skipped; a full queue stops the run early.
+    """
+    matched = tasks.count_retryable(session, status, name)
+    if dry_run:
+        return matched, 0
+    ids = tasks.retryable_ids(session, status, name, limit)
+    session.rollback()  # end the read before the writes
+    retried = 0
+    for start in range(0, len(ids), CHUNK):
+        for task_id in ids[start:start + CHUNK]:
+            try:
+                retried += retry_task(session, task_id, backlog) is not None
+            except (NotRetryable, UnknownTask, InvalidArguments):
+                continue  # refused before writing anything: skip it
+            except QueueFull:
+                session.commit()
+                return matched, retried
+        session.commit()
+    return matched, retried
+
+
+def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):
+    """Cancel queued tasks and ask running ones to stop, up to limit, committing every CHUNK.
+
+    Returns (matched, cancelled, asked).
+    """
+    matched = tasks.count_cancellable(session, status, name)
+    if dry_run:
+        return matched, 0, 0
+    ids = tasks.cancellable_ids(session, status, name, limit)
+    session.rollback()
+    cancelled = asked = 0
+    for start in range(0, len(ids), CHUNK):
+        done, flagged = tasks.cancel_ids(session, ids[start:start + CHUNK])
+        session.commit()
+        cancelled, asked = cancelled + done, asked + flagged
+    return matched, cancelled, asked
