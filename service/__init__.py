@@ -6,6 +6,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from db import Session, init_engine
+from service.auth import init_auth
 from service.config import load_config, pool_size
 from service.errors import register_error_handlers
 from service.runner import Runner, RunnerConfig, registry
@@ -29,6 +30,7 @@ def create_app(config=None):
     configure_logging(app)
     init_database(app)
     init_cors(app)
+    init_auth(app)
     register_blueprints(app)
     register_error_handlers(app)
     init_runner(app)
@@ -64,6 +66,7 @@ def init_cors(app):
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
     import service.jobs  # noqa: F401  registers the task functions the document lists
+    from service import dashboard
     from service.api import IdConverter, health, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
 
@@ -77,6 +80,8 @@ def register_blueprints(app):
     for module in modules:
         api.register_blueprint(module.blp)
     describe_task_body(api, registry)
+    app.register_blueprint(dashboard.root)
+    app.register_blueprint(dashboard.blp)
 
 
 def init_runner(app):

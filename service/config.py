@@ -87,6 +87,10 @@ def load_config(environ):
         "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
         "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
+        # Access control (service.auth): tokens for the API, /metrics and the dashboard.
+        "API_TOKENS": [t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip()],
+        "SECRET_KEY": environ.get("SECRET_KEY") or None,
+        "ALLOW_UNAUTHENTICATED": _flag(environ, "ALLOW_UNAUTHENTICATED"),
         "ALLOW_DB_RESET": _flag(environ, "ALLOW_DB_RESET"),
         "SEED_SYNC_DELAY": _number(environ, "SEED_SYNC_DELAY", 10.0, float),
         # /user/add holds a request thread for SEED_SYNC_DELAY: a quarter of them at most,

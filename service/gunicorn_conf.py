@@ -2,12 +2,18 @@
 import json
 import os
 import signal
+import sys
 
 import gunicorn.util
 
-from service.config import load_config
+from service.auth import check_listening
+from service.config import ConfigError, load_config
 
-_settings = load_config(os.environ)
+try:
+    _settings = load_config(os.environ)
+    check_listening(_settings)
+except ConfigError as error:
+    sys.exit(f"not starting: {error}")  # one line, no traceback
 
 bind = f"{_settings['HOST']}:{_settings['PORT']}"
 workers = _settings["WEB_WORKERS"]

@@ -1,4 +1,6 @@
 """The task functions themselves. Each gets a TaskContext and plain values."""
+import math
+
 from marshmallow import Schema, fields, validate
 
 from db import Session, users
@@ -16,9 +18,10 @@ class CreateUserArgs(Schema):
 
 @task("create_user", schema=CreateUserArgs)
 def create_user(ctx, name, age, delay=0.0):
-    """Work for delay seconds (cancellable), insert a user, return its id."""
-    if delay:
-        ctx.progress(0, f"working for {delay:g}s")
-        ctx.sleep(delay)
+    """Work for delay seconds (cancellable, reporting progress), insert a user, return its id."""
+    steps = math.ceil(delay * 2)  # a step each half second, so a watcher sees it move
+    for step in range(steps):
+        ctx.progress(100 * step / steps, f"working, {delay * (steps - step) / steps:.0f}s left")
+        ctx.sleep(delay / steps)
     user = users.create_user(Session, name=name, age=age)
     return user.id

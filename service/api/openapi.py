@@ -6,6 +6,7 @@ from flask_smorest import Api
 from marshmallow import Schema, fields
 
 ERROR = "Error"
+BEARER = "bearer"
 UNAVAILABLE = "Unavailable"
 
 RETRY_AFTER = {"description": "Seconds to wait before trying again.",
@@ -46,7 +47,13 @@ class StandardResponses(BasePlugin):
     added later are documented the same way without repeating it.
     """
 
+    def __init__(self, tokens_required=False):
+        self.tokens_required = tokens_required
+
     def init_spec(self, spec):
+        if self.tokens_required:
+            spec.components.security_scheme(BEARER, {"type": "http", "scheme": "bearer",
+                                                     "description": "one of API_TOKENS"})
         spec.components.schema(ERROR, schema=ErrorOut)
         spec.components.response(UNAVAILABLE, {
             "description": "The database is unreachable, the queue is full or the route is busy.",
@@ -69,6 +76,9 @@ class StandardResponses(BasePlugin):
                 responses.setdefault(404, _status(404))
             if path.startswith(("/api/", "/user/")):
                 responses.setdefault(503, UNAVAILABLE)
+            if self.tokens_required and path.startswith("/api/"):
+                operation["security"] = [{BEARER: []}]
+                responses.setdefault(401, _status(401))
 
 
 class ServiceApi(Api):
@@ -77,7 +87,8 @@ class ServiceApi(Api):
     ERROR_SCHEMA = ErrorOut
 
     def __init__(self, app):
-        super().__init__(app, spec_kwargs={"extra_plugins": [StandardResponses()]})
+        plugin = StandardResponses(tokens_required=bool(app.config["API_TOKENS"]))
+        super().__init__(app, spec_kwargs={"extra_plugins": [plugin]})
 
 
 def describe_task_body(api, registry):

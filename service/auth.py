@@ -1,0 +1,141 @@
+"""Access control: bearer tokens for the API and /metrics, a signed session for the dashboard.
+
+With API_TOKENS unset every route is open (the server then listens on
+loopback only, see check_listening). With it set, /api/*, /dashboard and
+/metrics need `Authorization: Bearer <token>` or the dashboard's session
+cookie; a request that rides on the cookie and changes something must also
+carry the session's CSRF token, so another site cannot make the browser act.
+"""
+import hmac
+import ipaddress
+import logging
+import secrets
+
+from flask import current_app, has_request_context, redirect, request, session, url_for
+
+from service.config import ConfigError
+from service.errors import error_response
+
+log = logging.getLogger(__name__)
+
+PROTECTED = ("/api/", "/dashboard", "/metrics")
+OPEN = ("/dashboard/signin", "/dashboard/static/")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def init_auth(app):
+    """Require a token on the protected routes when API_TOKENS is set."""
+    require_secret(app.config)
+    tokens = app.config["API_TOKENS"]
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.jinja_env.globals.update(csrf_token=csrf_token, signed_in=lambda: bool(session.get("signed_in")))
+    if tokens:
+        app.before_request(lambda: require_token(tokens))
+
+
+def token_matches(given, tokens):
+    """Compare given with every token in constant time (no early exit on the first match)."""
+    given = (given or "").encode()
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token.encode())
+    return found and bool(given)
+
+
+def bearer_token():
+    """The token of an `Authorization: Bearer ...` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def require_token(tokens):
+    """before_request: let through open routes, valid tokens and signed-in sessions (with CSRF)."""
+    path = request.path
+    if not path.startswith(PROTECTED) or path.startswith(OPEN):
+        return None
+    given = bearer_token()
+    if given is not None:
+        if token_matches(given, tokens):
+            return None
+        return refuse("wrong token")
+    if session.get("signed_in"):
+        if request.method in SAFE_METHODS or csrf_valid():
+            return None
+        return error_response(403, "missing or wrong CSRF token", {"headers": {CSRF_HEADER: ["required"]}})
+    return refuse("missing token")
+
+
+def refuse(reason):
+    """401 in JSON for the API and /metrics; the sign-in page for the dashboard."""
+    if request.path.startswith("/dashboard") and request.method in SAFE_METHODS:
+        return redirect(url_for("dashboard.sign_in", next=request.full_path.rstrip("?")))
+    return error_response(401, f"authentication required: {reason}; send Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": 'Bearer realm="tasks"'})
+
+
+def csrf_token():
+    """This session's CSRF token (made on first use); empty without a SECRET_KEY."""
+    if not has_request_context() or not current_app.secret_key:
+        return ""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def csrf_valid():
+    """True when the request carries the session's CSRF token in the header or the form."""
+    expected = session.get("csrf", "")
+    given = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
+    return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def sign_in(token, tokens):
+    """Start a signed-in session if token is one of tokens; True on success."""
+    if not token_matches(token, tokens):
+        return False
+    session.clear()
+    session["signed_in"] = True
+    session["csrf"] = secrets.token_urlsafe(32)
+    return True
+
+
+def sign_out():
+    """End the session."""
+    session.clear()
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host):
+    """True if host only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_secret(settings):
+    """Refuse (ConfigError) API_TOKENS without a SECRET_KEY to sign the dashboard's session."""
+    if settings["API_TOKENS"] and not settings.get("SECRET_KEY"):
+        raise ConfigError("SECRET_KEY is required when API_TOKENS is set (it signs the dashboard's session)")
+
+
+def check_listening(settings):
+    """Refuse (ConfigError) settings a server must not start with.
+
+    A SECRET_KEY goes with API_TOKENS, and a HOST other machines can reach
+    needs API_TOKENS unless ALLOW_UNAUTHENTICATED says to serve it open.
+    """
+    require_secret(settings)
+    host = settings["HOST"]
+    if is_loopback(host) or settings["API_TOKENS"]:
+        return
+    if not settings["ALLOW_UNAUTHENTICATED"]:
+        raise ConfigError(f"HOST={host} is reachable from other machines and API_TOKENS is not set: "
+                          "set API_TOKENS and SECRET_KEY, or ALLOW_UNAUTHENTICATED=true to serve it open")
+    log.warning("serving HOST=%s WITHOUT authentication (ALLOW_UNAUTHENTICATED=true): "
+                "anyone who reaches the port can submit and cancel tasks", host)

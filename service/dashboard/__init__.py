@@ -1,0 +1,171 @@
+"""The dashboard: server-rendered pages over the same data functions as the JSON API.
+
+Each page polls its own `?part=1` fragment (the same template block) to stay
+live, and every action it offers is a call to the JSON API.
+"""
+import datetime as dt
+import json
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from db import Session, stats, tasks
+from service import auth
+from db.models import FINISHED_STATES, STATES, utcnow
+from service.runner import registry
+from service.schemas import TaskQuery
+
+blp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
+                static_folder="static")
+root = Blueprint("root", __name__)
+
+PAGE_SIZE = 25
+CHART = {"width": 600, "height": 120, "bar": 10}
+
+
+@root.route("/")
+def index():
+    """The dashboard is the first thing a person sees."""
+    return redirect(url_for("dashboard.overview"))
+
+
+def page(template, **context):
+    """Render a page, or only its live part when the page's poll asks for it (?part=1)."""
+    if request.args.get("part"):
+        template = template.replace(".html", "_part.html")
+    return render_template(f"dashboard/{template}", **context)
+
+
+@blp.route("")
+def overview():
+    """Counts, the last hour's finishes, the queue and the processes."""
+    summary = stats.overview(Session, current_app.config["TASK_LEASE"])
+    return page("overview.html", summary=summary,
+                chart=chart(summary["finished_per_minute"]), now=summary["generated_at"])
+
+
+@blp.route("/tasks")
+def task_list():
+    """Tasks by status and name, newest first, a page at a time."""
+    filters = {key: value for key, value in request.args.items() if key != "part" and value}
+    context = dict(names=registry.names(), states=STATES, now=utcnow())
+    try:
+        query = TaskQuery().load({**filters, "page_size": PAGE_SIZE})
+    except ValidationError as error:
+        return page("tasks.html", items=[], total=0, query=filters, pages=0, error=error.messages,
+                    **context), 422
+    page_number = query.pop("page")
+    query.pop("page_size")
+    items, total = tasks.list_tasks(Session, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, **query)
+    return page("tasks.html", items=items, total=total, query={**query, "page": page_number},
+                pages=max(1, -(-total // PAGE_SIZE)), error=None, **context)
+
+
+@blp.route("/tasks/<id:task_id>")
+def task_detail(task_id):
+    """One task: arguments, result, error and traceback, attempts, owner and timings."""
+    task = tasks.get_task(Session, task_id)
+    status = 200 if task is not None else 404
+    return page("task.html", task=task, task_id=task_id, timings=timings(task),
+                now=utcnow()), status
+
+
+@blp.route("/submit")
+def submit_form():
+    """A form that submits a registered task through POST /api/tasks."""
+    return render_template("dashboard/submit.html", names=registry.names())
+
+
+def timings(task):
+    """(waited in queue, ran for) in seconds, counting up to now while it still waits or runs."""
+    if task is None:
+        return None, None
+    now = utcnow()
+    waited = ((task.started_at or now) - task.run_after).total_seconds()
+    ran = None
+    if task.started_at is not None:
+        ran = ((task.finished_at or now) - task.started_at).total_seconds()
+    return max(0.0, waited), ran
+
+
+def chart(per_minute):
+    """Stacked SVG bars of finishes per minute: one bar per minute, one colour per status."""
+    tallest = max([sum(m[s] for s in FINISHED_STATES) for m in per_minute] + [1])
+    scale = (CHART["height"] - 10) / tallest
+    bars = []
+    for index, minute in enumerate(per_minute):
+        bottom = CHART["height"]
+        for status in FINISHED_STATES:
+            height = minute[status] * scale
+            if height:
+                bars.append({"x": index * CHART["bar"], "y": bottom - height, "height": height,
+                             "status": status, "count": minute[status], "minute": minute["minute"]})
+            bottom -= height
+    return {"bars": bars, "tallest": tallest, **CHART}
+
+
+@blp.app_template_filter("age")
+def age(when, now=None):
+    """A time as how long ago it was: 3s, 4m 10s, 2h 5m, 3d 4h."""
+    if when is None:
+        return "–"
+    return duration((now or utcnow()) - when)
+
+
+@blp.app_template_filter("duration")
+def duration(seconds):
+    """Seconds (or a timedelta) in a short human form."""
+    if seconds is None:
+        return "–"
+    if isinstance(seconds, dt.timedelta):
+        seconds = seconds.total_seconds()
+    seconds = max(0, int(seconds))
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                              ("m", 60, "s", 1)):
+        if seconds >= size:
+            rest = (seconds % size) // smaller_size
+            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{seconds}s"
+
+
+@blp.app_template_filter("pretty_json")
+def pretty_json(value):
+    """JSON indented for reading."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+@blp.app_template_filter("utc")
+def utc(when):
+    """A stored (naive UTC) time as ISO 8601 with its offset."""
+    return "–" if when is None else when.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@blp.route("/signin", methods=["GET", "POST"])
+def sign_in():
+    """Trade an API token for a signed session cookie (only when API_TOKENS is set)."""
+    tokens = current_app.config["API_TOKENS"]
+    if not tokens:
+        return redirect(url_for("dashboard.overview"))
+    error, status = None, 200
+    if request.method == "POST":
+        if not auth.csrf_valid():
+            error, status = "The form expired; try again.", 400
+        elif auth.sign_in(request.form.get("token", ""), tokens):
+            return redirect(safe_next(request.args.get("next")))
+        else:
+            error, status = "That token is not valid.", 401
+    return render_template("dashboard/signin.html", error=error), status
+
+
+@blp.route("/signout", methods=["POST"])
+def sign_out():
+    """End the session (the form carries the CSRF token, checked before this runs)."""
+    auth.sign_out()
+    return redirect(url_for("dashboard.sign_in"))
+
+
+def safe_next(target):
+    """Where to go after signing in: a path of the dashboard, never another site."""
+    if target and target.startswith("/dashboard") and not target.startswith("//"):
+        return target
+    return url_for("dashboard.overview")
