@@ -3,6 +3,7 @@
 Every write to a running task is fenced by (owner, attempts): a runner that lost
 its lease, or a late thread, can never overwrite what a newer attempt recorded.
 """
+import collections
 import dataclasses
 import datetime as dt
 
@@ -32,6 +33,7 @@ class Claim:
     max_attempts: int
     time_limit: float | None
     cancel_requested: bool
+    run_after: dt.datetime  # when it became due: its wait in the queue ends at its start
 
 
 def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
@@ -162,7 +164,7 @@ def _fenced_update(**values):
 
 _INSERT = insert(_table)
 _CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-                  _c.cancel_requested)  # in the order of Claim's fields
+                  _c.cancel_requested, _c.run_after)  # in the order of Claim's fields
 _DUE = (
     select(_c.id)
     .where(_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type))
@@ -388,13 +390,22 @@ def count_cancellable(session, status=None, name=None):
 
 
 def cancel_ids(session, ids):
-    """Cancel the queued ones among ids and ask the running ones to stop; return (cancelled, asked)."""
+    """Cancel the queued ones among ids and ask the running ones to stop.
+
+    Returns ({name: tasks cancelled}, tasks asked to stop).
+    """
     if not ids:
-        return 0, 0
-    cancelled = session.execute(_by_primary_key(
-        update(Task).where(Task.id.in_(ids), Task.status == QUEUED)
+        return collections.Counter(), 0
+    queued = dict(session.execute(
+        select(Task.id, Task.name).where(Task.id.in_(ids), Task.status == QUEUED)).all())
+    changed = session.execute(_by_primary_key(
+        update(Task).where(Task.id.in_(list(queued)), Task.status == QUEUED)
         .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
-        .execution_options(synchronize_session=False))).rowcount
+        .execution_options(synchronize_session=False))).rowcount if queued else 0
+    cancelled = collections.Counter(queued.values())
+    if changed != len(queued):  # some were claimed in between: count those that ended cancelled
+        cancelled = collections.Counter(session.scalars(
+            select(Task.name).where(Task.id.in_(list(queued)), Task.status == CANCELLED)))
     asked = session.execute(_by_primary_key(
         update(Task).where(Task.id.in_(ids), Task.status == RUNNING,
                            Task.cancel_requested.is_(False))

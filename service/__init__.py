@@ -1,11 +1,11 @@
 """The Flask application factory."""
-import logging
 import os
 
 from flask import Flask
 from flask_cors import CORS
 
 from db import Session, init_engine
+from service import logs
 from service.auth import init_auth
 from service.config import load_config, pool_size
 from service.errors import register_error_handlers
@@ -30,24 +30,16 @@ def create_app(config=None):
     configure_logging(app)
     init_database(app)
     init_cors(app)
-    init_auth(app)
     register_blueprints(app)
+    init_auth(app)  # after the blueprints: a refused request is still timed and logged
     register_error_handlers(app)
     init_runner(app)
     return app
 
 
 def configure_logging(app):
-    """Send our loggers to stderr at LOG_LEVEL."""
-    configure_logging_from(app.config)
-
-
-def configure_logging_from(settings):
-    """Log to stderr at settings["LOG_LEVEL"] (also used by the standalone worker)."""
-    logging.basicConfig(
-        level=settings["LOG_LEVEL"],
-        format="%(asctime)s %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s",
-    )
+    """Send our loggers to stderr at LOG_LEVEL, as text or JSON (LOG_FORMAT)."""
+    logs.configure(app.config)
 
 
 def init_database(app):
@@ -67,7 +59,7 @@ def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
     import service.jobs  # noqa: F401  registers the task functions the document lists
     from service import dashboard
-    from service.api import IdConverter, health, seed, stats, tasks, users
+    from service.api import IdConverter, health, observe, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
 
     app.url_map.converters["id"] = IdConverter
@@ -82,6 +74,7 @@ def register_blueprints(app):
     describe_task_body(api, registry)
     app.register_blueprint(dashboard.root)
     app.register_blueprint(dashboard.blp)
+    app.register_blueprint(observe.blp)
 
 
 def init_runner(app):

@@ -7,16 +7,12 @@ cookie; a request that rides on the cookie and changes something must also
 carry the session's CSRF token, so another site cannot make the browser act.
 """
 import hmac
-import ipaddress
-import logging
 import secrets
 
 from flask import current_app, has_request_context, redirect, request, session, url_for
 
-from service.config import ConfigError
 from service.errors import error_response
-
-log = logging.getLogger(__name__)
+from service.tokens import require_secret, token_matches
 
 PROTECTED = ("/api/", "/dashboard", "/metrics")
 OPEN = ("/dashboard/signin", "/dashboard/static/")
@@ -32,15 +28,6 @@ def init_auth(app):
     app.jinja_env.globals.update(csrf_token=csrf_token, signed_in=lambda: bool(session.get("signed_in")))
     if tokens:
         app.before_request(lambda: require_token(tokens))
-
-
-def token_matches(given, tokens):
-    """Compare given with every token in constant time (no early exit on the first match)."""
-    given = (given or "").encode()
-    found = False
-    for token in tokens:
-        found |= hmac.compare_digest(given, token.encode())
-    return found and bool(given)
 
 
 def bearer_token():
@@ -103,39 +90,3 @@ def sign_in(token, tokens):
 def sign_out():
     """End the session."""
     session.clear()
-
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def is_loopback(host):
-    """True if host only accepts connections from this machine."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def require_secret(settings):
-    """Refuse (ConfigError) API_TOKENS without a SECRET_KEY to sign the dashboard's session."""
-    if settings["API_TOKENS"] and not settings.get("SECRET_KEY"):
-        raise ConfigError("SECRET_KEY is required when API_TOKENS is set (it signs the dashboard's session)")
-
-
-def check_listening(settings):
-    """Refuse (ConfigError) settings a server must not start with.
-
-    A SECRET_KEY goes with API_TOKENS, and a HOST other machines can reach
-    needs API_TOKENS unless ALLOW_UNAUTHENTICATED says to serve it open.
-    """
-    require_secret(settings)
-    host = settings["HOST"]
-    if is_loopback(host) or settings["API_TOKENS"]:
-        return
-    if not settings["ALLOW_UNAUTHENTICATED"]:
-        raise ConfigError(f"HOST={host} is reachable from other machines and API_TOKENS is not set: "
-                          "set API_TOKENS and SECRET_KEY, or ALLOW_UNAUTHENTICATED=true to serve it open")
-    log.warning("serving HOST=%s WITHOUT authentication (ALLOW_UNAUTHENTICATED=true): "
-                "anyone who reaches the port can submit and cancel tasks", host)

@@ -48,6 +48,13 @@ def _duration(environ, key, default):
         raise ConfigError(f"{key}: {error}") from None
 
 
+def _choice(environ, key, choices):
+    raw = (environ.get(key) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _flag(environ, key, default=False):
     raw = environ.get(key)
     if raw is None or raw == "":
@@ -100,8 +107,11 @@ def load_config(environ):
         # create_user accepts delays up to 300 s (service.jobs.MAX_DELAY)
         "SEED_TASK_DELAY": _number(environ, "SEED_TASK_DELAY", 2.0, float, maximum=300),
         "LOG_LEVEL": (environ.get("LOG_LEVEL") or "INFO").upper(),
+        "LOG_FORMAT": _choice(environ, "LOG_FORMAT", ("text", "json")),
         "DEBUG": _flag(environ, "DEBUG"),
         "BENCH_MODE": _flag(environ, "BENCH_MODE"),
+        # make worker serves /metrics on this port (0: not at all); the web serves it at /metrics
+        "METRICS_PORT": _number(environ, "METRICS_PORT", 0, maximum=65535),
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
     }
 

@@ -1,13 +1,21 @@
 """gunicorn settings from the same environment; the runner starts after the fork."""
 import json
 import os
+import shutil
 import signal
 import sys
 
 import gunicorn.util
 
-from service.auth import check_listening
-from service.config import ConfigError, load_config
+# prometheus-client picks its storage when it is first imported, and the
+# service imports it: the workers must share one directory, so set it first.
+# One directory per port, so that several servers on one machine keep apart.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(_ROOT, "var", "metrics", os.environ.get("PORT") or "8000"))
+
+from service.tokens import check_listening  # noqa: E402
+from service.config import ConfigError, load_config  # noqa: E402
 
 try:
     _settings = load_config(os.environ)
@@ -23,7 +31,8 @@ threads = _settings["WEB_THREADS"]
 graceful_timeout = int(_settings["TASK_SHUTDOWN_GRACE"]) + 10
 # /user/add sleeps SEED_SYNC_DELAY in the request, as the article's route does.
 timeout = max(30, int(_settings["SEED_SYNC_DELAY"]) + 30)
-accesslog = "-" if _settings["LOG_LEVEL"] == "DEBUG" else None
+# Request lines come from the app (service.logs): text at DEBUG, JSON at INFO.
+accesslog = None
 wsgi_app = "service:create_app()"
 # Several servers may run on one machine (tests, web + worker); the control socket would collide.
 control_socket_disable = True
@@ -41,6 +50,23 @@ def write_json_error(sock, status_int, reason, mesg):
 # gunicorn writes these HTML pages itself, before the app sees the request;
 # it looks the writer up on its util module at each use.
 gunicorn.util.write_error = write_json_error
+
+
+def on_starting(server):
+    """Start the metrics from zero: files a killed server left would be summed in."""
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    os.makedirs(METRICS_DIR)
+
+
+def child_exit(server, worker):
+    """A worker that exited reports no live gauges any more (its counters stay)."""
+    from service import metrics
+
+    metrics.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
 def _runner(worker):

@@ -1,4 +1,5 @@
 """The task functions themselves. Each gets a TaskContext and plain values."""
+import logging
 import math
 
 from marshmallow import Schema, fields, validate
@@ -6,6 +7,8 @@ from marshmallow import Schema, fields, validate
 from db import Session, users
 from service.runner import task
 from service.schemas import Text
+
+log = logging.getLogger(__name__)
 
 MAX_DELAY = 300  # seconds a create_user task may be asked to work before inserting
 
@@ -24,4 +27,5 @@ def create_user(ctx, name, age, delay=0.0):
         ctx.progress(100 * step / steps, f"working, {delay * (steps - step) / steps:.0f}s left")
         ctx.sleep(delay / steps)
     user = users.create_user(Session, name=name, age=age)
+    log.debug("inserted user %s", user.id)
     return user.id

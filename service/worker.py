@@ -5,19 +5,26 @@ import signal
 import threading
 
 from db import init_engine
-from service.config import load_config, pool_size
+from service import logs, metrics
+from service.config import ConfigError, load_config, pool_size
 from service.runner import Runner
+from service.tokens import check_listening
 
 log = logging.getLogger("service.worker")
 
 
 def main():
     """Run the task runner until SIGTERM or SIGINT, then shut down gracefully."""
-    from service import configure_logging_from, runner_config
+    from service import runner_config
     import service.jobs  # noqa: F401  registers the task functions
 
-    settings = load_config(os.environ)
-    configure_logging_from(settings)
+    try:
+        settings = load_config(os.environ)
+        if settings["METRICS_PORT"]:
+            check_listening(settings)
+    except ConfigError as error:
+        raise SystemExit(f"not starting: {error}") from None  # one line, no traceback
+    logs.configure(settings)
     workers = max(1, settings["TASK_WORKERS"])
     settings["TASK_WORKERS"] = workers
     needed = pool_size(settings, request_threads=0)
@@ -28,6 +35,9 @@ def main():
         signal.signal(signum, lambda *_: stop.set())
     runner.start()
     log.info("worker %s running; SIGTERM or Ctrl-C to stop", runner.owner)
+    if settings["METRICS_PORT"]:
+        metrics.serve(settings["METRICS_PORT"], settings["HOST"], settings["API_TOKENS"])
+        log.info("metrics at http://%s:%d/metrics", settings["HOST"], settings["METRICS_PORT"])
     while not stop.wait(1.0):
         if not runner.alive():
             log.error("runner died; exiting")

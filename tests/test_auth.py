@@ -8,7 +8,7 @@ import pytest
 
 from db.models import Task
 from service import create_app
-from service.auth import check_listening, is_loopback
+from service.tokens import check_listening, is_loopback
 from service.config import ConfigError, load_config
 from tests.conftest import ROOT, count_rows
 

@@ -4,6 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
+from service import metrics
 from service.api import PAGE_HEADERS, get_runner, one_page, require_body
 from service.api.openapi import LOCATION
 from service.runner import manage
@@ -58,6 +59,8 @@ class CancelTask(MethodView):
         if outcome is None:
             abort(404, message=f"task {task_id} not found")
         task = find_task(task_id)
+        if outcome == tasks.CANCEL_DONE:
+            metrics.CANCELLED.labels(task.name).inc()
         if outcome == tasks.CANCEL_TOO_LATE:
             abort(409, message=f"task {task_id} already finished ({task.status})")
         if outcome == tasks.CANCEL_REQUESTED:

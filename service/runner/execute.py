@@ -8,6 +8,7 @@ import traceback
 
 from db import Session, tasks
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
+from service import logs, metrics
 from service.runner.context import RetryTask, TaskCancelled, TaskContext
 from service.runner.registry import InvalidArguments, UnknownTask, registry
 from service.runner.retry import backoff_seconds, is_transient
@@ -42,6 +43,8 @@ def run_execution(execution, owner, config, around_commit=contextlib.nullcontext
     around_commit(session) wraps that commit (the runner claims more work in it).
     """
     claim = execution.claim
+    metrics.observe_start(claim.name, claim.run_after)
+    logged = logs.running(claim, owner)
     try:
         spec = registry.get(claim.name)
         execution.ctx.raise_if_cancelled()
@@ -59,9 +62,11 @@ def run_execution(execution, owner, config, around_commit=contextlib.nullcontext
             return
         with around_commit(Session):
             Session.commit()
+        _counted(execution, metrics.SUCCEEDED)
     except TaskCancelled:
         Session.rollback()
-        _record(execution, "cancelled", lambda: tasks.finish_task(Session, claim, owner, CANCELLED))
+        if _record(execution, "cancelled", lambda: tasks.finish_task(Session, claim, owner, CANCELLED)):
+            _counted(execution, metrics.CANCELLED)
     except RetryTask as request:
         Session.rollback()
         delay = request.delay
@@ -83,6 +88,7 @@ def run_execution(execution, owner, config, around_commit=contextlib.nullcontext
             _record_failure(execution, owner, message, tb)
     finally:
         Session.remove()
+        logs.finished(logged)
 
 
 def _fail_or_retry(execution, owner, message, tb, delay):
@@ -95,28 +101,42 @@ def _fail_or_retry(execution, owner, message, tb, delay):
     log.warning("task %s (%s) attempt %s failed, retrying in %.1fs: %s",
                 claim.id, claim.name, claim.attempt, delay, message)
     run_after = utcnow() + dt.timedelta(seconds=delay)
-    _record(execution, "retry", lambda: tasks.retry_task(Session, claim, owner, run_after, message, tb))
+    if _record(execution, "retry",
+               lambda: tasks.retry_task(Session, claim, owner, run_after, message, tb)):
+        _counted(execution, metrics.RETRIED)
 
 
 def _record_failure(execution, owner, message, tb):
     claim = execution.claim
-    _record(execution, "failed",
-            lambda: tasks.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb))
+    if _record(execution, "failed",
+               lambda: tasks.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
+        _counted(execution, metrics.FAILED)
+
+
+def _counted(execution, counter):
+    """Count how an attempt ended, and how long it ran."""
+    counter.labels(execution.claim.name).inc()
+    if execution.started is not None:
+        metrics.RUN_TIME.labels(execution.claim.name).observe(time.monotonic() - execution.started)
 
 
 def _record(execution, outcome, write):
-    """Write an outcome, retrying through database faults; give up to lease expiry."""
+    """Write an outcome, retrying through database faults; True once it is written.
+
+    False when the attempt was abandoned or is no longer ours, or the write
+    kept failing: its lease will expire and another runner takes it back.
+    """
     if execution.abandoned:
-        return
+        return False
     for attempt in range(1, RECORD_TRIES + 1):
         try:
-            write()
+            written = write()
             Session.commit()
-            return
+            return bool(written)
         except Exception as error:
             Session.rollback()
             if not is_transient(error) or attempt == RECORD_TRIES:
                 log.exception("could not record task %s as %s; its lease will expire",
                               execution.claim.id, outcome)
-                return
+                return False
             time.sleep(min(5.0, 0.2 * 2**attempt))

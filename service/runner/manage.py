@@ -5,6 +5,7 @@ ways (`retry_of` on the new one, `retried_by` on the old one), so the failed
 attempt keeps its error and traceback and can be retried only once.
 """
 from db import tasks
+from service import metrics
 from service.runner.registry import InvalidArguments, UnknownTask
 from service.runner.submit import QueueFull, add_task, check_task
 
@@ -50,16 +51,34 @@ def retry_matching(session, backlog, status=None, name=None, limit=1000, dry_run
     session.rollback()  # end the read before the writes
     retried = 0
     for start in range(0, len(ids), CHUNK):
-        for task_id in ids[start:start + CHUNK]:
-            try:
-                retried += retry_task(session, task_id, backlog) is not None
-            except (NotRetryable, UnknownTask, InvalidArguments):
-                continue  # refused before writing anything: skip it
-            except QueueFull:
-                session.commit()
-                return matched, retried
+        names, queue_full = _retry_chunk(session, ids[start:start + CHUNK], backlog)
         session.commit()
+        _count_retries(names)
+        retried += len(names)
+        if queue_full:
+            break
     return matched, retried
+
+
+def _retry_chunk(session, ids, backlog):
+    """Retry each of ids, skipping what is refused; return (names retried, whether the queue is full)."""
+    names = []
+    for task_id in ids:
+        try:
+            task = retry_task(session, task_id, backlog)
+        except (NotRetryable, UnknownTask, InvalidArguments):
+            continue  # refused before writing anything
+        except QueueFull:
+            return names, True
+        if task is not None:
+            names.append(task.name)
+    return names, False
+
+
+def _count_retries(names):
+    for name in names:
+        metrics.RETRIED.labels(name).inc()
+        metrics.SUBMITTED.labels(name).inc()
 
 
 def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):
@@ -76,5 +95,7 @@ def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):
     for start in range(0, len(ids), CHUNK):
         done, flagged = tasks.cancel_ids(session, ids[start:start + CHUNK])
         session.commit()
-        cancelled, asked = cancelled + done, asked + flagged
+        for name, n in done.items():
+            metrics.CANCELLED.labels(name).inc(n)
+        cancelled, asked = cancelled + sum(done.values()), asked + flagged
     return matched, cancelled, asked

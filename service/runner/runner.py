@@ -11,6 +11,7 @@ import uuid
 from db import HeldConnection, Session, runners, session_scope, tasks
 from db.models import FAILED
 from service.runner.execute import Execution, run_execution
+from service import metrics
 from service.runner import manage
 from service.runner.housekeeping import keep_tables
 from service.runner.submit import Backlog, add_task
@@ -46,6 +47,7 @@ class Runner:
         task = add_task(Session, name, args, self._backlog, **options)
         Session.commit()
         self._backlog.added()
+        metrics.SUBMITTED.labels(name).inc()
         self.wake()
         return task
 
@@ -54,6 +56,8 @@ class Runner:
         task = manage.retry_task(Session, task_id, self._backlog)
         if task is not None:
             Session.commit()
+            metrics.RETRIED.labels(task.name).inc()
+            metrics.SUBMITTED.labels(task.name).inc()
             self.wake()
         return task
 
@@ -85,6 +89,9 @@ class Runner:
             self._jobs = queue.SimpleQueue()
             self._active = {}  # task id -> Execution, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
+            self._busy = 0  # workers running a task now
+            self._lock_busy = threading.Lock()
+            metrics.set_workers(0, self.config.workers)
             with session_scope() as session:  # not the caller's registry Session
                 self._inline_claims = tasks.one_writer(session)
             self._changed = threading.Condition()
@@ -157,17 +164,25 @@ class Runner:
                 execution = self._next_job(connection)
                 if execution is STOP:
                     return
+                self._count_busy(+1)
                 try:
                     if not execution.abandoned:
                         run_execution(execution, self.owner, self.config, self._claiming_with)
                 except Exception:  # never let one task kill the worker thread
                     log.exception("runner error in task %s", execution.claim.id)
                 finally:
+                    self._count_busy(-1)
                     with self._changed:
                         self._active.pop(execution.claim.id, None)
                         self._changed.notify_all()
                     if self._dispatcher_needed():
                         self._wake.set()
+
+    def _count_busy(self, change):
+        """Keep the busy/idle workers gauge of this process."""
+        with self._lock_busy:
+            self._busy += change
+            metrics.set_workers(self._busy, self.config.workers - self._busy)
 
     def _next_job(self, connection):
         """The next execution for a worker; one with nothing waiting gives its connection back first."""
@@ -316,7 +331,9 @@ class Runner:
                 claim = execution.claim
                 with session_scope() as session:
                     message = f"time limit of {claim.time_limit:g}s exceeded"
-                    tasks.finish_task(session, claim, self.owner, FAILED, error=message)
+                    failed = tasks.finish_task(session, claim, self.owner, FAILED, error=message)
+                if failed:
+                    metrics.FAILED.labels(claim.name).inc()
                 log.error("task %s (%s) exceeded its time limit; result will be discarded",
                           claim.id, claim.name)
 
