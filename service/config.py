@@ -40,12 +40,18 @@ def parse_duration(text):
     return seconds
 
 
+LONGEST_DURATION = 100 * 365 * 86400  # further back than that, a cutoff leaves the calendar
+
+
 def _duration(environ, key, default):
     raw = environ.get(key) or default
     try:
-        return parse_duration(raw)
+        seconds = parse_duration(raw)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
+    if seconds > LONGEST_DURATION:
+        raise ConfigError(f"{key} must be at most 36500d, got {raw!r}")
+    return seconds
 
 
 def _choice(environ, key, choices):

@@ -29,6 +29,8 @@ def test_values_are_read_and_typed():
 @pytest.mark.parametrize("key, value", [
     ("PORT", "eighty"), ("TASK_WORKERS", "-1"), ("ALLOW_DB_RESET", "maybe"),
     ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"), ("SEED_SYNC_SLOTS", "8"),
+    ("TASK_RETENTION", "7x"), ("TASK_RETENTION", "99999999d"), ("TASK_RETENTION", "-1d"),
+    ("LOG_FORMAT", "xml"), ("METRICS_PORT", "70000"),
 ])
 def test_bad_values_name_the_setting(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -39,3 +41,9 @@ def test_bad_values_name_the_setting(key, value):
 def test_slow_article_requests_get_a_quarter_of_the_request_threads_and_never_the_last(
         threads, slots):
     assert load_config({"WEB_THREADS": str(threads)})["SEED_SYNC_SLOTS"] == slots
+
+
+@pytest.mark.parametrize("raw, seconds", [("7d", 604800), ("90", 90), ("1.5h", 5400), ("0", 0),
+                                          ("2w", 1209600), ("15m", 900)])
+def test_retention_reads_durations(raw, seconds):
+    assert load_config({"TASK_RETENTION": raw})["TASK_RETENTION"] == seconds
