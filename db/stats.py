@@ -44,35 +44,34 @@ def finished_counts(session):
     """Counter {(name, status): n} of every finished task in the table."""
     since, totals = _rolled(session, TaskTotal, TaskTotal.name, TaskTotal.status, TaskTotal.count)
     counts = collections.Counter({(name, status): n for name, status, n in totals})
+    # Grouped by status first: grouped by name first, SQLite reads the whole table through
+    # ix_tasks_name_id (0.4 s at 10⁶ rows) instead of the few recent rows through the finish index.
     recent = session.execute(
-        select(Task.name, Task.status, func.count())
+        select(Task.status, Task.name, func.count())
         .where(Task.finished_at >= since, Task.status.in_(FINISHED_STATES))
-        .group_by(Task.name, Task.status))
-    for name, status, n in recent:
+        .group_by(Task.status, Task.name))
+    for status, name, n in recent:
         counts[(name, status)] += n
     return +counts  # totals of tasks since pruned away can reach 0
 
 
 def unfinished_counts(session, name=None):
     """Counter {(name, status): n} of queued and running tasks (bounded by the backlog)."""
-    counts = collections.Counter()
-    for status in (QUEUED, RUNNING):  # one status per query: SQLite's partial indexes need it said so
-        query = select(Task.name, func.count()).where(Task.status == status).group_by(Task.name)
-        if name is not None:
-            query = query.where(Task.name == name)
-        counts.update({(row_name, status): n for row_name, n in session.execute(query)})
+    named = (Task.name == name,) if name is not None else ()
+    queued = session.execute(select(Task.status, Task.name, func.count())
+                             .where(Task.status == QUEUED, *named).group_by(Task.status, Task.name))
+    counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
+    # Running rows are few (workers and their prefetch): read their names and count them
+    # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
+    counts.update((row_name, RUNNING) for row_name in session.scalars(
+        select(Task.name).where(Task.status == RUNNING)) if name is None or row_name == name)
     return counts
 
 
 def count_tasks(session, status=None, name=None):
     """How many tasks match a list filter, without counting a million rows."""
-    if status in (QUEUED, RUNNING):
-        query = select(func.count()).select_from(Task).where(Task.status == status)
-        if name is not None:
-            query = query.where(Task.name == name)
-        return session.scalar(query)
-    counts = finished_counts(session)
-    if status is None:
+    counts = collections.Counter() if status in (QUEUED, RUNNING) else finished_counts(session)
+    if status in (None, QUEUED, RUNNING):
         counts.update(unfinished_counts(session, name))
     return sum(n for (row_name, row_status), n in counts.items()
                if (status is None or row_status == status) and (name is None or row_name == name))

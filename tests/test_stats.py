@@ -5,7 +5,7 @@ import random
 import threading
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 import db
 from db import runners, stats, tasks
@@ -207,3 +207,42 @@ def test_runners_roll_up_and_prune_on_their_heartbeat(make_runner, session):
         left = +collections.Counter({k: v for k, v in counted(s).items() if k[1] in FINISHED_STATES})
         assert stats.finished_counts(s) == left
         assert sum(left.values()) < sum(truth.values())
+
+
+def sqlite_plans(engine, work):
+    """EXPLAIN QUERY PLAN of every SELECT that work() sends to SQLite."""
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as connection:
+        return [(statement, [row[3] for row in connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + statement, parameters).all()]) for statement, parameters in sent]
+
+
+def test_counts_and_lists_never_read_the_whole_table(database, session):
+    """At 10⁶ rows a full read costs 40-400 ms: SQLite chose ix_tasks_name_id for any GROUP BY name."""
+    if database.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner picks its index without statistics; MySQL's by its own")
+    add_tasks(session, 50)
+
+    def work():
+        stats.overview(session, 30)
+        for status in (None, *STATES):
+            for name in (None, "alpha"):
+                tasks.list_tasks(session, 10, 0, status=status, name=name)
+        session.rollback()
+
+    for statement, plan in sqlite_plans(database, work):
+        whole = [step for step in plan if step.startswith("SCAN tasks") and (
+            step == "SCAN tasks" or "ix_tasks_name_id" in step)]
+        if "ORDER BY tasks.id DESC" in statement and " WHERE " not in statement:
+            continue  # the unfiltered list walks the primary key back and stops at the page
+        assert not whole, (statement, plan)
