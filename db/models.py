@@ -84,7 +84,8 @@ class Task(Base):
         # The claim query: queued rows that are due, oldest first. On SQLite only
         # queued rows are in it, so a task's finish and most of its claim touch
         # no index page (MySQL has no partial indexes: there it holds every row).
-        Index("ix_tasks_status_run_after", "status", "run_after", "id",
+        # The name makes counting queued (and on MySQL running) tasks per name index-only.
+        Index("ix_tasks_status_run_after", "status", "run_after", "id", "name",
               sqlite_where=text("status = 'queued'")),
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.

@@ -11,7 +11,7 @@ process that finds it moved leaves the work to the one that moved it.
 import collections
 import datetime as dt
 
-from sqlalchemy import delete, func, select, true, update
+from sqlalchemy import case, delete, func, select, true, update
 
 from db import runners
 from db.models import (FINISHED_STATES, QUEUED, RUNNING, STATES, Task, TaskMinute, TaskRollup,
@@ -30,10 +30,10 @@ def floor_minute(when):
     return when.replace(second=0, microsecond=0)
 
 
-def _rolled(session, table, *columns):
+def _rolled(session, table, *columns, where=true()):
     """The watermark and the rows of a roll-up table, read in one statement so they agree."""
     query = (select(TaskRollup.rolled_until, *columns)
-             .select_from(TaskRollup).outerjoin(table, true()).where(TaskRollup.id == 1))
+             .select_from(TaskRollup).outerjoin(table, where).where(TaskRollup.id == 1))
     rows = session.execute(query).all()
     if not rows:
         raise LookupError("task_rollup is empty: run the migrations (alembic upgrade head)")
@@ -61,10 +61,15 @@ def unfinished_counts(session, name=None):
     queued = session.execute(select(Task.status, Task.name, func.count())
                              .where(Task.status == QUEUED, *named).group_by(Task.status, Task.name))
     counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
-    # Running rows are few (workers and their prefetch): read their names and count them
-    # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
-    counts.update((row_name, RUNNING) for row_name in session.scalars(
-        select(Task.name).where(Task.status == RUNNING)) if name is None or row_name == name)
+    if session.get_bind().dialect.name == "sqlite":
+        # Running rows are few (workers and their prefetch): read their names and count them
+        # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
+        counts.update((row_name, RUNNING) for row_name in session.scalars(
+            select(Task.name).where(Task.status == RUNNING)) if name is None or row_name == name)
+        return counts
+    running = session.execute(select(Task.status, Task.name, func.count())
+                              .where(Task.status == RUNNING, *named).group_by(Task.status, Task.name))
+    counts.update({(row_name, status): n for status, row_name, n in running})
     return counts
 
 
@@ -82,7 +87,7 @@ def finished_per_minute(session, now=None, minutes=60):
     now = now or utcnow()
     first = floor_minute(now) - (minutes - 1) * MINUTE
     since, rolled = _rolled(session, TaskMinute, TaskMinute.minute, TaskMinute.status,
-                            TaskMinute.count)
+                            TaskMinute.count, where=TaskMinute.minute >= first)
     series = {first + i * MINUTE: collections.Counter() for i in range(minutes)}
     for minute, status, n in rolled:
         if minute in series:
@@ -192,13 +197,13 @@ def reset_counts(session):
 
 
 def queue_depth(session, now=None):
-    """(queued, due now, when the oldest due task became due or None)."""
+    """(queued, due now, when the oldest due task became due or None): one read of the claim index."""
     now = now or utcnow()
-    queued = session.scalar(select(func.count()).select_from(Task).where(Task.status == QUEUED))
-    due, oldest = session.execute(
-        select(func.count(), func.min(Task.run_after))
-        .where(Task.status == QUEUED, Task.run_after <= now)).one()
-    return queued, due, oldest
+    due = Task.run_after <= now
+    return tuple(session.execute(
+        select(func.count(), func.coalesce(func.sum(case((due, 1), else_=0)), 0),
+               func.min(case((due, Task.run_after))))
+        .where(Task.status == QUEUED)).one())
 
 
 def overview(session, lease_seconds, now=None):

@@ -23,21 +23,25 @@ def summarize(latencies, elapsed):
     }
 
 
-def spread(total, threads, work):
-    """Call work() total times from a pool of threads; return the seconds it took."""
+def spread(total, threads, work, budget=None):
+    """Call work() total times from a pool of threads; return the seconds it took.
+
+    With a budget, no call starts after that many seconds (so fewer may run).
+    """
     lock = threading.Lock()
     remaining = [total]
+    started = time.perf_counter()
+    stop_at = started + budget if budget is not None else float("inf")
 
     def worker():
         while True:
             with lock:
-                if not remaining[0]:
+                if not remaining[0] or time.perf_counter() > stop_at:
                     return
                 remaining[0] -= 1
             work()
 
     pool = [threading.Thread(target=worker) for _ in range(threads)]
-    started = time.perf_counter()
     for thread in pool:
         thread.start()
     for thread in pool:
@@ -45,10 +49,13 @@ def spread(total, threads, work):
     return time.perf_counter() - started
 
 
-def load(port, method, path, body, total, concurrency):
-    """Send total requests from concurrency threads; return (latencies, elapsed, statuses)."""
-    payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
+def load(port, method, path, body, total, concurrency, budget=None):
+    """Send total requests from concurrency threads; return (latencies, elapsed, statuses).
+
+    A body of None sends none (a GET); a budget in seconds may cut the run short.
+    """
+    payload = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
     latencies, statuses, connections = [], {}, []
     lock = threading.Lock()
     local = threading.local()  # one keep-alive connection per thread
@@ -66,7 +73,7 @@ def load(port, method, path, body, total, concurrency):
             latencies.append(took)
             statuses[response.status] = statuses.get(response.status, 0) + 1
 
-    elapsed = spread(total, concurrency, request)
+    elapsed = spread(total, concurrency, request, budget)
     for connection in connections:
         connection.close()
     return latencies, elapsed, statuses

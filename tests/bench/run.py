@@ -1,7 +1,8 @@
 """make bench: the service under load against floors measured in the same run.
 
-python -m tests.bench.run --db sqlite|mysql [--quick]
-Prints one table and writes it as JSON to var/bench/<database>.json.
+python -m tests.bench.run --db sqlite|mysql [--quick] [--only PART ...]
+Prints one table and writes it as JSON to var/bench/<database>.json (a run
+with --only replaces its own parts there and keeps the others).
 """
 import argparse
 import json
@@ -17,19 +18,21 @@ import db
 from db import users
 from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
+from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
 from tests.server import ROOT, Server, migrate
 
 MYSQL_SERVER = "mysql+pymysql://root:@127.0.0.1:3306"
 MYSQL_DB = "tasks_bench"
+MYSQL_BIG_DB = "tasks_bench_big"
 WORKERS = 4
 
 
-def database_url(kind):
+def database_url(kind, sqlite_file="bench.db", mysql_db=MYSQL_DB):
     """A fresh, migrated benchmark database."""
     if kind == "sqlite":
-        path = os.path.join(ROOT, "var", "bench", "bench.db")
+        path = os.path.join(ROOT, "var", "bench", sqlite_file)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
@@ -38,10 +41,10 @@ def database_url(kind):
     else:
         connection = pymysql.connect(host="127.0.0.1", user="root", password="")
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
-            cursor.execute(f"CREATE DATABASE {MYSQL_DB} CHARACTER SET utf8mb4")
+            cursor.execute(f"DROP DATABASE IF EXISTS {mysql_db}")
+            cursor.execute(f"CREATE DATABASE {mysql_db} CHARACTER SET utf8mb4")
         connection.close()
-        url = f"{MYSQL_SERVER}/{MYSQL_DB}"
+        url = f"{MYSQL_SERVER}/{mysql_db}"
     migrate(url)
     return url
 
@@ -199,21 +202,15 @@ def bench_overhead(server, total):
             "p99_ms": round(sorted(total_ms)[int(len(total_ms) * 0.99) - 1], 2)}
 
 
-PARTS = ("enqueue", "drain", "bounded", "overhead")
+SERVED = ("enqueue", "drain", "bounded", "overhead")  # one database and server for these
+PARTS = SERVED + ("big",)  # big makes its own
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
-    parser.add_argument("--only", choices=PARTS, action="append",
-                        help="run only this part (repeatable); the JSON is written only for a full run")
-    options = parser.parse_args()
-    scale = 10 if options.quick else 1
-    parts = options.only or PARTS
-    url = database_url(options.db)
+def run_served(kind, parts, scale):
+    """Run the parts that share the benchmark database and one server."""
+    url = database_url(kind)
     db.init_engine(url, pool_size=WORKERS + 2)
-    log_path = os.path.join(ROOT, "var", "bench", f"{options.db}-server.log")
+    log_path = os.path.join(ROOT, "var", "bench", f"{kind}-server.log")
     server = Server(url, log_path, BENCH_MODE="true", TASK_WORKERS=WORKERS,
                     LOG_LEVEL="WARNING").start()
     try:
@@ -224,15 +221,37 @@ def main():
             "bounded": lambda: bench_bounded(server, pids, url, 10000 // scale),
             "overhead": lambda: bench_overhead(server, 2000 // scale),
         }
-        results = {"database": options.db}
-        results.update((part, runs[part]()) for part in PARTS if part in parts)
+        return {part: runs[part]() for part in SERVED if part in parts}
     finally:
         server.stop()
         db.dispose_engine()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable); the JSON keeps the other parts' last results")
+    options = parser.parse_args()
+    scale = 10 if options.quick else 1
+    parts = options.only or PARTS
+    results = {"database": options.db}
+    if any(part in SERVED for part in parts):
+        results.update(run_served(options.db, parts, scale))
+    if "big" in parts:
+        url = database_url(options.db, "big.db", MYSQL_BIG_DB)
+        results["big"] = bench_big(url, options.db, scale)
     report(results)
-    if options.only:
-        return
-    path = os.path.join(ROOT, "var", "bench", f"{options.db}.json")
+    write_results(results, keep_others=bool(options.only))
+
+
+def write_results(results, keep_others):
+    """Write var/bench/<database>.json; with keep_others, the parts not run keep their last results."""
+    path = os.path.join(ROOT, "var", "bench", f"{results['database']}.json")
+    if keep_others and os.path.exists(path):
+        with open(path) as previous:
+            results = {**json.load(previous), **results}
     with open(path, "w") as out:
         json.dump(results, out, indent=2)
     print(f"\nwritten to {os.path.relpath(path, ROOT)}")
@@ -269,6 +288,8 @@ def report(r):
         o = r["overhead"]
         rows.append(("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
                      f"queue wait median {o['median_queue_wait_ms']} ms"))
+    if "big" in r:
+        rows += report_rows(r["big"])
     print(f"\n{r['database']}")
     for name, value, floor, note in rows:
         print(f"  {name:36} {str(value):>16}  {str(floor):>24}  {note}")
