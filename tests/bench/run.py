@@ -18,6 +18,7 @@ import db
 from db import users
 from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
+from tests.bench import watch
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -202,7 +203,7 @@ def bench_overhead(server, total):
             "p99_ms": round(sorted(total_ms)[int(len(total_ms) * 0.99) - 1], 2)}
 
 
-SERVED = ("enqueue", "drain", "bounded", "overhead")  # one database and server for these
+SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard")  # one database and server for these
 PARTS = SERVED + ("big",)  # big makes its own
 
 
@@ -220,6 +221,8 @@ def run_served(kind, parts, scale):
             "drain": lambda: bench_drain(5000 // scale),
             "bounded": lambda: bench_bounded(server, pids, url, 10000 // scale),
             "overhead": lambda: bench_overhead(server, 2000 // scale),
+            "dashboard": lambda: watch.bench_dashboard(server, pids, 5000 // scale, queue_directly,
+                                                       wait_drained, reset),
         }
         return {part: runs[part]() for part in SERVED if part in parts}
     finally:
@@ -288,6 +291,8 @@ def report(r):
         o = r["overhead"]
         rows.append(("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
                      f"queue wait median {o['median_queue_wait_ms']} ms"))
+    if "dashboard" in r:
+        rows += watch.report_rows(r["dashboard"])
     if "big" in r:
         rows += report_rows(r["big"])
     print(f"\n{r['database']}")
