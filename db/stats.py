@@ -200,10 +200,10 @@ def queue_depth(session, now=None):
     """(queued, due now, when the oldest due task became due or None): one read of the claim index."""
     now = now or utcnow()
     due = Task.run_after <= now
-    return tuple(session.execute(
-        select(func.count(), func.coalesce(func.sum(case((due, 1), else_=0)), 0),
-               func.min(case((due, Task.run_after))))
-        .where(Task.status == QUEUED)).one())
+    queued, due_now, oldest = session.execute(
+        select(func.count(), func.sum(case((due, 1), else_=0)), func.min(case((due, Task.run_after))))
+        .where(Task.status == QUEUED)).one()
+    return queued, int(due_now or 0), oldest  # MySQL sums to a Decimal
 
 
 def overview(session, lease_seconds, now=None):

@@ -246,3 +246,11 @@ def test_counts_and_lists_never_read_the_whole_table(database, session):
         if "ORDER BY tasks.id DESC" in statement and " WHERE " not in statement:
             continue  # the unfiltered list walks the primary key back and stops at the page
         assert not whole, (statement, plan)
+
+
+def test_queue_depth_is_plain_numbers_on_every_database(session):
+    """MySQL sums to a Decimal, which JSON (the CLI, the API) cannot carry."""
+    add_tasks(session, 40)
+    queued, due, oldest = stats.queue_depth(session, now=NOW + dt.timedelta(seconds=1))
+    assert type(queued) is int and type(due) is int and due == queued > 0
+    assert oldest <= NOW
