@@ -1,7 +1,8 @@
 """Empty every table, keeping the schema at its current migration."""
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 
 from db import stats
+from db.dialect import dialect_of
 from db.models import Task, User
 
 
@@ -11,8 +12,4 @@ def reset_database_and_commit(session):
     session.execute(delete(Task))
     session.execute(delete(User))
     session.commit()
-    # SQLite reuses rowids once a table is empty; MySQL must be told (ALTER commits).
-    if session.get_bind().dialect.name in ("mysql", "mariadb"):
-        for table in (Task.__table__, User.__table__):
-            session.execute(text(f"ALTER TABLE {table.name} AUTO_INCREMENT = 1"))
-        session.commit()
+    dialect_of(session).restart_ids(session, (Task.__table__, User.__table__))

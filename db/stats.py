@@ -14,6 +14,7 @@ import datetime as dt
 from sqlalchemy import case, delete, func, select, true, update
 
 from db import runners
+from db.dialect import dialect_of
 from db.models import (FINISHED_STATES, QUEUED, RUNNING, STATES, Task, TaskMinute, TaskRollup,
                        TaskTotal, utcnow)
 
@@ -61,7 +62,7 @@ def unfinished_counts(session, name=None):
     queued = session.execute(select(Task.status, Task.name, func.count())
                              .where(Task.status == QUEUED, *named).group_by(Task.status, Task.name))
     counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect_of(session).count_running_by_reading:
         # Running rows are few (workers and their prefetch): read their names and count them
         # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
         counts.update((row_name, RUNNING) for row_name in session.scalars(

@@ -10,6 +10,7 @@ import datetime as dt
 from sqlalchemy import bindparam, func, insert, select, update
 
 from db import stats
+from db.dialect import by_primary_key, dialect_of
 from db.models import (
     CANCELLED,
     FAILED,
@@ -104,7 +105,7 @@ def claim_tasks(session, owner, limit):
     other's rows in the first place.
     """
     now = utcnow()
-    if session.get_bind().dialect.update_returning:
+    if dialect_of(session).claim_returning:
         # One statement (SQLite, PostgreSQL): the write lock is held the least.
         rows = session.execute(_CLAIM_RETURNING, {"now": now, "limit": limit, "v_owner": owner,
                                                   "v_now": now}).all()
@@ -123,7 +124,7 @@ def claim_tasks(session, owner, limit):
 
 def one_writer(session):
     """True when the database lets one transaction write at a time (SQLite)."""
-    return session.get_bind().dialect.name == "sqlite"
+    return dialect_of(session).one_writer
 
 
 # The hot statements are built once: reusing one statement object lets
@@ -135,17 +136,6 @@ _c = _table.c
 def _value(name):
     """A bound parameter for a new value of column name."""
     return bindparam(f"v_{name}", type_=_c[name].type)
-
-
-def _by_primary_key(statement):
-    """Make MySQL/MariaDB find an UPDATE's rows (named by id) through the primary key.
-
-    Left to itself it may go through the status index instead, locking the
-    index entries that finishing tasks change at the same time: the two deadlock.
-    """
-    for dialect in ("mysql", "mariadb"):
-        statement = statement.with_hint("FORCE INDEX (PRIMARY)", dialect_name=dialect)
-    return statement
 
 
 def _fenced_update(**values):
@@ -176,7 +166,7 @@ _DUE_ROWS = _DUE.with_only_columns(*_CLAIM_COLUMNS)
 _CLAIM_VALUES = dict(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
                      started_at=bindparam("v_now", type_=_c.started_at.type),
                      heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
-_CLAIM = _by_primary_key(
+_CLAIM = by_primary_key(
     update(_table)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
     .values(**_CLAIM_VALUES)
@@ -245,7 +235,7 @@ def heartbeat(session, owner, task_ids):
     """Refresh the lease of these running tasks of owner."""
     if not task_ids:
         return 0
-    statement = _by_primary_key(
+    statement = by_primary_key(
         update(Task)
         .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == RUNNING)
         .values(heartbeat_at=utcnow())
@@ -271,13 +261,13 @@ def recover_expired(session, lease_seconds):
     ids = session.scalars(select(Task.id).where(*expired)).all()
     if not ids:
         return 0, 0
-    requeued = session.execute(_by_primary_key(
+    requeued = session.execute(by_primary_key(
         update(Task)
         .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)
         .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued")
         .execution_options(synchronize_session=False)
     )).rowcount
-    failed = session.execute(_by_primary_key(
+    failed = session.execute(by_primary_key(
         update(Task)
         .where(Task.id.in_(ids), *expired, Task.attempts >= Task.max_attempts)
         .values(status=FAILED, error="worker lost", finished_at=now)
@@ -398,7 +388,7 @@ def cancel_ids(session, ids):
         return collections.Counter(), 0
     queued = dict(session.execute(
         select(Task.id, Task.name).where(Task.id.in_(ids), Task.status == QUEUED)).all())
-    changed = session.execute(_by_primary_key(
+    changed = session.execute(by_primary_key(
         update(Task).where(Task.id.in_(list(queued)), Task.status == QUEUED)
         .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False))).rowcount if queued else 0
@@ -406,7 +396,7 @@ def cancel_ids(session, ids):
     if changed != len(queued):  # some were claimed in between: count those that ended cancelled
         cancelled = collections.Counter(session.scalars(
             select(Task.name).where(Task.id.in_(list(queued)), Task.status == CANCELLED)))
-    asked = session.execute(_by_primary_key(
+    asked = session.execute(by_primary_key(
         update(Task).where(Task.id.in_(ids), Task.status == RUNNING,
                            Task.cancel_requested.is_(False))
         .values(cancel_requested=True)

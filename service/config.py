@@ -99,6 +99,9 @@ def load_config(environ):
         "TASK_RETRY_BASE": _number(environ, "TASK_RETRY_BASE", 1.0, float),
         "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
         "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
+        # Where tasks run: threads in the web and worker processes, or Celery workers.
+        "TASK_EXECUTOR": _choice(environ, "TASK_EXECUTOR", ("threads", "celery")),
+        "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
         # Access control (service.auth): tokens for the API, /metrics and the dashboard.
         "API_TOKENS": [t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip()],

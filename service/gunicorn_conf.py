@@ -1,4 +1,4 @@
-"""gunicorn settings from the same environment; the runner starts after the fork."""
+"""gunicorn settings from the same environment; the executor starts after the fork."""
 import json
 import os
 import shutil
@@ -69,13 +69,13 @@ def on_exit(server):
     shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
-def _runner(worker):
+def _executor(worker):
     extensions = getattr(worker.wsgi, "extensions", {})
-    return extensions.get("runner")
+    return extensions.get("executor")
 
 
 def post_worker_init(worker):
-    """Start this worker process's task runner (never in the master, before a fork)."""
+    """Start this worker process's executor (never in the master, before a fork)."""
     from db import get_engine
 
     # With --preload the engine was made in the master: never share its pooled
@@ -86,13 +86,13 @@ def post_worker_init(worker):
     # land inside worker_exit and skip requeueing claimed tasks: make both graceful.
     for signum in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, worker.handle_exit)
-    runner = _runner(worker)
-    if runner is not None and runner.config.workers:
-        runner.start()
+    executor = _executor(worker)
+    if executor is not None and executor.runs_here():
+        executor.start()
 
 
 def worker_exit(server, worker):
     """Let running tasks finish within the grace, requeue the rest."""
-    runner = _runner(worker)
-    if runner is not None:
-        runner.stop()
+    executor = _executor(worker)
+    if executor is not None:
+        executor.stop()

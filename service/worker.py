@@ -7,15 +7,15 @@ import threading
 from db import init_engine
 from service import logs, metrics
 from service.config import ConfigError, load_config, pool_size
-from service.runner import Runner
+from service.runner import RunnerConfig, submit
+from service.runner.threads import ThreadExecutor
 from service.tokens import check_listening
 
 log = logging.getLogger("service.worker")
 
 
 def main():
-    """Run the task runner until SIGTERM or SIGINT, then shut down gracefully."""
-    from service import runner_config
+    """Run the thread-pool executor until SIGTERM or SIGINT, then shut down gracefully."""
     import service.jobs  # noqa: F401  registers the task functions
 
     try:
@@ -29,7 +29,10 @@ def main():
     settings["TASK_WORKERS"] = workers
     needed = pool_size(settings, request_threads=0)
     init_engine(settings["DATABASE_URL"], pool_size=needed, max_overflow=needed)
-    runner = Runner(runner_config(settings))
+    submit.configure(settings["TASK_MAX_QUEUED"])
+    # Always the thread pool, whatever TASK_EXECUTOR says: Celery has its own worker
+    # (make celery-worker); rows are claimed fenced, so both may run at once.
+    runner = ThreadExecutor(RunnerConfig.from_settings(settings))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 import db
 from db.models import Base
 from service import create_app
-from service.runner import Runner, RunnerConfig
+from service.runner import RunnerConfig, submit
+from service.runner.threads import ThreadExecutor
 
 import service.jobs  # noqa: F401  registers the real tasks
 import tests.sample_tasks  # noqa: F401  registers the tasks the tests run
@@ -74,7 +75,7 @@ def make_runner(database):
     runners = []
 
     def make(**options):
-        runner = Runner(RunnerConfig(**{"workers": 4, **FAST_RUNNER, **options}))
+        runner = ThreadExecutor(RunnerConfig(**{"workers": 4, **FAST_RUNNER, **options}))
         runner.start()
         runners.append(runner)
         return runner
@@ -117,7 +118,7 @@ def make_app(app_config):
 
     yield make
     for app in apps:
-        app.extensions["runner"].stop(grace=5)
+        app.extensions["executor"].stop(grace=5)
     db.dispose_engine()
 
 
@@ -146,6 +147,12 @@ def backend(url):
 
 def live_threads(prefix):
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_backlog():
+    """Each test starts with the default bound on this process's submissions."""
+    submit.configure(10_000)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ def test_healthz_and_readyz_ok(client):
 
 def test_readyz_is_503_when_the_runner_is_down(app, client):
     client.get("/healthz")
-    app.extensions["runner"].stop(grace=1)
+    app.extensions["executor"].stop(grace=1)
     app.before_request_funcs[None].clear()  # keep it from restarting on this request
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -13,8 +13,8 @@ import db
 from db import tasks
 from db.models import Task, User, utcnow
 from db.session import session_factory
-from service.runner import QueueFull
-from service.runner.retry import backoff_seconds
+from service.runner import QueueFull, submit
+from service.runner.outcomes import backoff_seconds
 from tests.conftest import MYSQL_URL, count_rows, mysql_only, wait_for
 from tests.sample_tasks import PROBE_WRITES
 
@@ -42,7 +42,9 @@ def wait_status(task_id, status, timeout=30):
 
 
 def enqueue(runner, name, args=None, **options):
-    task_id = runner.enqueue(name, args or {}, **options).id
+    """Submit and commit a task on this thread's Session (the runner wakes after the commit)."""
+    task_id = submit.enqueue(db.Session, name, args or {}, **options).id
+    db.Session.commit()
     db.Session.remove()
     return task_id
 
@@ -125,11 +127,12 @@ def test_two_runners_on_one_database_run_each_task_once(database, make_runner):
 
 
 def test_submit_beyond_the_backlog_bound_is_refused(make_runner, session):
-    runner = make_runner(workers=0, max_queued=3)
+    runner = make_runner(workers=0)
+    submit.configure(3)
     for n in range(3):
         enqueue(runner, "noop")
     with pytest.raises(QueueFull):
-        runner.enqueue("noop", {})
+        submit.enqueue(db.Session, "noop", {})
     session.rollback()
     assert count_rows(Task) == 3
 

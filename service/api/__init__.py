@@ -17,9 +17,9 @@ class IdConverter(IntegerConverter):
         super().__init__(url_map, min=1, max=MAX_ID)
 
 
-def get_runner():
-    """Return this app's task runner."""
-    return current_app.extensions["runner"]
+def get_executor():
+    """Return this app's executor (service.runner.executor)."""
+    return current_app.extensions["executor"]
 
 
 def require_body():

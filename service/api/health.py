@@ -4,7 +4,7 @@ from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from db import Session, get_engine
-from service.api import get_runner
+from service.api import get_executor
 from service.errors import error_response
 
 blp = Blueprint("health", __name__, description="Liveness and readiness")
@@ -44,11 +44,10 @@ def readyz():
     except Exception as error:
         Session.rollback()
         problems["database"] = f"unreachable: {type(error).__name__}"
-    runner = get_runner()
-    if runner.config.workers and not runner.alive():
-        problems["runner"] = "not running"
+    executor = get_executor()
+    problems.update(executor.problems())
     if problems:
         return error_response(503, "not ready", problems)
     pool = get_engine().pool
-    return {"status": "ok", "runner": runner.owner,
+    return {"status": "ok", "runner": executor.owner,
             "pool": {"size": pool.size(), "checked_out": pool.checkedout()}}

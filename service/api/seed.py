@@ -8,9 +8,9 @@ from flask_smorest import Blueprint, abort
 
 from db import Session, tasks, users
 from db.reset import reset_database_and_commit
-from service.api import get_runner
 from service.api.openapi import LOCATION
 from service.errors import RETRY_AFTER
+from service.runner import enqueue
 
 blp = Blueprint("user", __name__, url_prefix="/user",
                 description="The article's routes, kept for compatibility")
@@ -74,7 +74,8 @@ def add_user():
 def submit_seed_user(name):
     """Queue create_user for the article's thread routes and answer "success"."""
     delay = current_app.config["SEED_TASK_DELAY"]
-    task = get_runner().enqueue("create_user", {"name": name, "age": 12, "delay": delay})
+    task = enqueue(Session, "create_user", {"name": name, "age": 12, "delay": delay})
+    Session.commit()
     response = jsonify("success")
     response.headers["Location"] = url_for("tasks.Task", task_id=task.id)
     return response

@@ -5,9 +5,9 @@ from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
 from service import metrics
-from service.api import PAGE_HEADERS, get_runner, one_page, require_body
+from service.api import PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
-from service.runner import manage
+from service.runner import enqueue, manage
 from service.runner.manage import NotRetryable
 from service.schemas import BulkOut, CancelIn, RetryIn, TaskIn, TaskOut, TaskQuery
 
@@ -29,7 +29,8 @@ class Tasks(MethodView):
     @blp.alt_response(422, description="Unknown task name or invalid arguments")
     def post(self, data):
         """Queue a registered task; it runs in the background."""
-        task = get_runner().enqueue(data.pop("name"), data.pop("args"), **data)
+        task = enqueue(Session, data.pop("name"), data.pop("args"), **data)
+        Session.commit()
         return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
 
     @blp.arguments(TaskQuery, location="query")
@@ -63,8 +64,7 @@ class CancelTask(MethodView):
             metrics.CANCELLED.labels(task.name).inc()
         if outcome == tasks.CANCEL_TOO_LATE:
             abort(409, message=f"task {task_id} already finished ({task.status})")
-        if outcome == tasks.CANCEL_REQUESTED:
-            get_runner().wake()
+        if outcome == tasks.CANCEL_REQUESTED:  # its runner sees it on its next heartbeat
             return task, 202
         return task
 
@@ -78,11 +78,12 @@ class RetryTask(MethodView):
     def post(self, task_id):
         """Retry a failed or cancelled task as a new task linked to it."""
         try:
-            task = get_runner().retry(task_id)
+            task = manage.retry_task(Session, task_id)
         except NotRetryable as error:
             abort(409, message=str(error))
         if task is None:
             abort(404, message=f"task {task_id} not found")
+        Session.commit()
         return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
 
 
@@ -94,7 +95,7 @@ class RetryTasks(MethodView):
         """Retry every failed or cancelled task that matches the filter (and was not retried yet)."""
         require_body()
         dry_run = data.pop("dry_run")
-        matched, retried = get_runner().retry_matching(dry_run=dry_run, **data)
+        matched, retried = manage.retry_matching(Session, dry_run=dry_run, **data)
         return {"matched": matched, "affected": retried, "dry_run": dry_run}
 
 
@@ -107,6 +108,4 @@ class CancelTasks(MethodView):
         require_body()
         dry_run = data.pop("dry_run")
         matched, cancelled, asked = manage.cancel_matching(Session, dry_run=dry_run, **data)
-        if asked:
-            get_runner().wake()
         return {"matched": matched, "affected": cancelled + asked, "dry_run": dry_run}

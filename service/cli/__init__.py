@@ -17,9 +17,8 @@ from service.cli.database import connected, find_task
 from service.cli.errors import CommandError, OneLineGroup, describe
 from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
 from service.config import parse_duration
-from service.runner import InvalidArguments, QueueFull, UnknownTask, manage, registry
+from service.runner import InvalidArguments, QueueFull, UnknownTask, enqueue, manage, registry
 from service.runner.housekeeping import PRUNE_BATCH
-from service.runner.submit import Backlog, add_task
 from service.schemas import TaskIn, TaskOut
 
 OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": "--run-at",
@@ -31,7 +30,7 @@ def refuse_constant(name):
 
 
 def read_submission(name, args_json, **options):
-    """Check a submission as the API does, before the database is touched; return add_task's arguments."""
+    """Check a submission as the API does, before the database is touched; return enqueue's arguments."""
     try:
         args = json.loads(args_json, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as error:
@@ -69,10 +68,10 @@ def main():
 def submit(name, args_json, **options):
     """Queue the task NAME and print its id; running workers pick it up."""
     data = read_submission(name, args_json, **options)
-    with connected() as settings:
+    with connected():
         try:
             with session_scope() as session:
-                task = add_task(session, backlog=Backlog(settings["TASK_MAX_QUEUED"]), **data)
+                task = enqueue(session, **data)
         except QueueFull as error:
             raise CommandError(f"{error}; try again later") from None
     click.echo(task.id)
@@ -150,25 +149,24 @@ def retry(task_id, failed, cancelled, name, limit, dry_run):
         raise click.UsageError("give a task ID, or --failed and/or --cancelled")
     if task_id is not None and (name or dry_run):
         raise click.UsageError("--name and --dry-run go with --failed or --cancelled, not an ID")
-    with connected() as settings:
-        backlog = Backlog(settings["TASK_MAX_QUEUED"])
+    with connected():
         with session_scope() as session:
             if task_id is None:
                 status = None if failed and cancelled else "failed" if failed else "cancelled"
-                matched, retried = manage.retry_matching(session, backlog, status, name, limit, dry_run)
+                matched, retried = manage.retry_matching(session, status, name, limit, dry_run)
             else:
-                new = retry_one(session, task_id, backlog)
+                new = retry_one(session, task_id)
     if task_id is None:
         click.echo(f"matched {matched}, retried {retried}" + (" (dry run)" if dry_run else ""))
     else:
         click.echo(new.id)
 
 
-def retry_one(session, task_id, backlog):
+def retry_one(session, task_id):
     """Queue the retry of one task (not committed), or raise a one-line refusal."""
     find_task(session, task_id)
     try:
-        new = manage.retry_task(session, task_id, backlog)
+        new = manage.retry_task(session, task_id)
     except (manage.NotRetryable, UnknownTask, InvalidArguments, QueueFull) as error:
         raise CommandError(f"cannot retry task {task_id}: {error}") from None
     if new is None:  # deleted since it was found

@@ -10,6 +10,7 @@ from db import dispose_engine, init_engine, tasks
 from db.models import MAX_ID, Base
 from service.cli.errors import CommandError
 from service.config import ConfigError, load_config
+from service.runner import submit
 
 MIGRATE = "run the migrations (make migrate, or alembic upgrade head)"
 
@@ -31,6 +32,7 @@ def reason(error):
 def connected():
     """Bind DATABASE_URL, check that it is migrated, yield the settings; dispose the engine after."""
     settings = read_settings()
+    submit.configure(settings["TASK_MAX_QUEUED"])
     try:
         where = make_url(settings["DATABASE_URL"]).render_as_string(hide_password=True)
         engine = init_engine(settings["DATABASE_URL"], pool_size=2, max_overflow=2)

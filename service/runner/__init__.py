@@ -1,19 +1,32 @@
-"""Background execution of registered tasks. Imports no Flask."""
+"""The task system: submit, execute, record. Imports no Flask."""
 from service.runner.config import RunnerConfig
 from service.runner.context import RetryTask, TaskCancelled, TaskContext
+from service.runner.submit import QueueFull, enqueue
+from service.runner.executor import Executor
 from service.runner.registry import InvalidArguments, UnknownTask, registry, task
-from service.runner.runner import Runner
-from service.runner.submit import QueueFull
 
 __all__ = [
+    "Executor",
     "InvalidArguments",
     "QueueFull",
     "RetryTask",
-    "Runner",
     "RunnerConfig",
     "TaskCancelled",
     "TaskContext",
     "UnknownTask",
+    "enqueue",
+    "make_executor",
     "registry",
     "task",
 ]
+
+
+def make_executor(config):
+    """The executor the settings ask for (TASK_EXECUTOR): the thread pool or Celery."""
+    if config.executor == "celery":
+        from service.runner.celery import CeleryExecutor
+
+        return CeleryExecutor(config)
+    from service.runner.threads import ThreadExecutor
+
+    return ThreadExecutor(config)

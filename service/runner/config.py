@@ -17,3 +17,23 @@ class RunnerConfig:
     claim_gap: float = 0.005  # seconds a wake-up waits so that one claim serves several submits
     prefetch: int | None = None  # claimed tasks waiting for a worker (None: 3 per worker)
     retention: float = 7 * 24 * 3600  # seconds finished tasks are kept (0: forever)
+    executor: str = "threads"  # or "celery" (TASK_EXECUTOR)
+    broker_url: str = "redis://127.0.0.1:6379/0"  # CELERY_BROKER_URL, for the celery executor
+
+    @classmethod
+    def from_settings(cls, settings):
+        """The runner's part of the service's settings (service.config.load_config)."""
+        return cls(
+            workers=settings["TASK_WORKERS"],
+            max_queued=settings["TASK_MAX_QUEUED"],
+            prefetch=settings["TASK_PREFETCH"],
+            heartbeat=settings["TASK_HEARTBEAT"],
+            lease=settings["TASK_LEASE"],
+            shutdown_grace=settings["TASK_SHUTDOWN_GRACE"],
+            poll_interval=settings["TASK_POLL_INTERVAL"],
+            retry_base=settings["TASK_RETRY_BASE"],
+            retry_cap=settings["TASK_RETRY_CAP"],
+            retention=settings["TASK_RETENTION"],
+            executor=settings["TASK_EXECUTOR"],
+            broker_url=settings["CELERY_BROKER_URL"],
+        )

@@ -6,8 +6,8 @@ attempt keeps its error and traceback and can be retried only once.
 """
 from db import tasks
 from service import metrics
+from service.runner.submit import QueueFull, check_task, enqueue
 from service.runner.registry import InvalidArguments, UnknownTask
-from service.runner.submit import QueueFull, add_task, check_task
 
 CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long
 
@@ -16,7 +16,7 @@ class NotRetryable(ValueError):
     """Only a failed or cancelled task, not retried already, can be retried."""
 
 
-def retry_task(session, task_id, backlog):
+def retry_task(session, task_id):
     """Queue a retry of a failed or cancelled task (not committed); None if there is no such task.
 
     Everything that can refuse it is checked before anything is written.
@@ -28,17 +28,16 @@ def retry_task(session, task_id, backlog):
         raise NotRetryable(f"task {task_id} is {old.status}; only failed or cancelled tasks can be retried")
     if old.retried_by is not None:
         raise NotRetryable(f"task {task_id} was retried already, as task {old.retried_by}")
-    check_task(session, old.name, old.args, backlog)
+    check_task(session, old.name, old.args)
     if not tasks.claim_retry(session, task_id):  # another request retried it meanwhile
         raise NotRetryable(f"task {task_id} was retried already")
-    new = add_task(session, old.name, old.args, backlog, max_attempts=old.max_attempts,
-                   time_limit=old.time_limit, retry_of=old.id)
+    new = enqueue(session, old.name, old.args, max_attempts=old.max_attempts,
+                  time_limit=old.time_limit, retry_of=old.id)
     tasks.set_retry(session, task_id, new.id)
-    backlog.added()
     return new
 
 
-def retry_matching(session, backlog, status=None, name=None, limit=1000, dry_run=False):
+def retry_matching(session, status=None, name=None, limit=1000, dry_run=False):
     """Retry up to limit failed/cancelled tasks matching the filter, committing every CHUNK.
 
     Returns (matched, retried): a task whose name or arguments are no longer
@@ -51,21 +50,20 @@ def retry_matching(session, backlog, status=None, name=None, limit=1000, dry_run
     session.rollback()  # end the read before the writes
     retried = 0
     for start in range(0, len(ids), CHUNK):
-        names, queue_full = _retry_chunk(session, ids[start:start + CHUNK], backlog)
+        names, queue_full = _retry_chunk(session, ids[start:start + CHUNK])
         session.commit()
-        _count_retries(names)
         retried += len(names)
         if queue_full:
             break
     return matched, retried
 
 
-def _retry_chunk(session, ids, backlog):
+def _retry_chunk(session, ids):
     """Retry each of ids, skipping what is refused; return (names retried, whether the queue is full)."""
     names = []
     for task_id in ids:
         try:
-            task = retry_task(session, task_id, backlog)
+            task = retry_task(session, task_id)
         except (NotRetryable, UnknownTask, InvalidArguments):
             continue  # refused before writing anything
         except QueueFull:
@@ -73,12 +71,6 @@ def _retry_chunk(session, ids, backlog):
         if task is not None:
             names.append(task.name)
     return names, False
-
-
-def _count_retries(names):
-    for name in names:
-        metrics.RETRIED.labels(name).inc()
-        metrics.SUBMITTED.labels(name).inc()
 
 
 def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):

@@ -1,11 +1,29 @@
-"""Validate a task and add its row to the queue."""
+"""Submitting a task: its row joins the caller's transaction (transactional enqueue).
+
+`enqueue(session, name, args, ...)` checks the task, then inserts its row in
+the session's current transaction and does not commit: the task exists if and
+only if the caller's own writes commit with it. Only after that commit does
+this process tell whoever runs tasks (the thread pool wakes, the Celery
+executor publishes the id), so no worker can look for a row before it is
+there; a rollback forgets the task. The web, the CLI and tasks themselves
+submit this way, and need no executor of their own to do it.
+"""
 import datetime as dt
+import logging
 import threading
 import time
 
+from sqlalchemy import event
+
 from db import tasks
 from db.models import utcnow
+from db.session import session_factory
+from service import metrics
 from service.runner.registry import registry
+
+log = logging.getLogger(__name__)
+
+PENDING = "service.enqueued"  # session.info key: (id, name, retry_of) of the tasks its transaction added
 
 
 class QueueFull(RuntimeError):
@@ -39,17 +57,30 @@ class Backlog:
         if self._count >= self.limit:
             raise QueueFull(self.limit)
 
-    def added(self):
-        """Count a task this process just queued."""
+    def added(self, n=1):
+        """Count tasks this process just queued."""
         with self._lock:
-            self._count += 1
+            self._count += n
 
 
-def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts=None,
-             time_limit=None, retry_of=None):
-    """Validate name and args, check the backlog, insert the queued row (not committed)."""
-    spec, stored_args = check_task(session, name, args, backlog)
-    return tasks.insert_task(
+backlog = Backlog(10_000)  # this process's; configure() sets its bound from TASK_MAX_QUEUED
+_listeners = []  # called with [(id, name, retry_of)] after each commit that queued tasks
+
+
+def configure(max_queued):
+    """Bound this process's submissions by TASK_MAX_QUEUED."""
+    global backlog
+    backlog = Backlog(max_queued)
+
+
+def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
+            retry_of=None):
+    """Check the task and add its queued row to the session's transaction (not committed).
+
+    Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
+    """
+    spec, stored_args = check_task(session, name, args)
+    task = tasks.insert_task(
         session,
         name,
         stored_args,
@@ -58,9 +89,11 @@ def add_task(session, name, args, backlog, delay=None, run_at=None, max_attempts
         time_limit=time_limit if time_limit is not None else spec.time_limit,
         retry_of=retry_of,
     )
+    session.info.setdefault(PENDING, []).append((task.id, name, retry_of))
+    return task
 
 
-def check_task(session, name, args, backlog):
+def check_task(session, name, args):
     """Return (spec, args to store) for a task that may be queued now; raise if it may not."""
     spec = registry.get(name)
     stored_args = spec.normalize_args(args)
@@ -85,3 +118,35 @@ def start_time(delay=None, run_at=None):
     except OverflowError:  # moved to UTC it left years 1..9999
         when = dt.datetime.max if run_at.year == dt.MAXYEAR else now
     return max(when, now)
+
+
+def on_commit(listener):
+    """Call listener([(id, name, retry_of), ...]) after every commit in this process that queued tasks."""
+    _listeners.append(listener)
+
+
+def remove_listener(listener):
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+@event.listens_for(session_factory, "after_commit")
+def _committed(session):
+    added = session.info.pop(PENDING, None)
+    if not added:
+        return
+    backlog.added(len(added))
+    for _, name, retry_of in added:
+        metrics.SUBMITTED.labels(name).inc()
+        if retry_of is not None:  # a user retried a failed or cancelled task
+            metrics.RETRIED.labels(name).inc()
+    for listener in list(_listeners):
+        try:
+            listener(added)
+        except Exception:  # the tasks are committed: a listener's trouble must not undo the answer
+            log.exception("after-commit listener %r failed; the tasks stay queued", listener)
+
+
+@event.listens_for(session_factory, "after_rollback")
+def _rolled_back(session):
+    session.info.pop(PENDING, None)

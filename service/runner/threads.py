@@ -1,4 +1,10 @@
-"""A bounded pool of task threads fed from the tasks table."""
+"""The thread-pool executor: a bounded pool of task threads fed from the tasks table.
+
+A dispatcher thread claims due rows (a batch at a time, fenced so two
+processes never take the same row) for a fixed number of worker threads, and
+keeps this process's upkeep (service.runner.upkeep); tasks submitted in this
+process wake it after their commit (service.runner.enqueue).
+"""
 import contextlib
 import logging
 import os
@@ -8,20 +14,19 @@ import threading
 import time
 import uuid
 
-from db import HeldConnection, Session, runners, session_scope, tasks
-from db.models import FAILED
-from service.runner.execute import Execution, run_execution
+from db import HeldConnection, Session, session_scope, tasks
 from service import metrics
-from service.runner import manage
-from service.runner.housekeeping import keep_tables
-from service.runner.submit import Backlog, add_task
+from service.runner import outcomes, submit
+from service.runner.attempt import Attempt, run_attempt
+from service.runner.executor import Executor
+from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
 STOP = None  # sentinel that tells a worker thread to exit
 
 
-class Runner:
+class ThreadExecutor(Executor):
     """Claims due tasks and runs them on a fixed number of threads.
 
     Start it in the process that will run tasks (after any fork); start() is
@@ -35,44 +40,23 @@ class Runner:
         self._lock = threading.Lock()
         self._threads = []
         self._dispatcher = None
-        self._backlog = Backlog(config.max_queued)
 
-    # -- submitting -------------------------------------------------------
-
-    def enqueue(self, name, args, **options):
-        """Validate and commit a new task with the thread's Session, then wake a worker.
-
-        Returns the task row. It is committed before any worker can see it.
-        """
-        task = add_task(Session, name, args, self._backlog, **options)
-        Session.commit()
-        self._backlog.added()
-        metrics.SUBMITTED.labels(name).inc()
-        self.wake()
-        return task
-
-    def retry(self, task_id):
-        """Queue and commit a retry of a failed or cancelled task (service.runner.manage); None if unknown."""
-        task = manage.retry_task(Session, task_id, self._backlog)
-        if task is not None:
-            Session.commit()
-            metrics.RETRIED.labels(task.name).inc()
-            metrics.SUBMITTED.labels(task.name).inc()
-            self.wake()
-        return task
-
-    def retry_matching(self, **filter):
-        """Retry the failed/cancelled tasks a list filter matches; return (matched, retried)."""
-        matched, retried = manage.retry_matching(Session, self._backlog, **filter)
-        if retried:
-            self.wake()
-        return matched, retried
+    def runs_here(self):
+        return self.config.workers > 0
 
     def wake(self):
         """Tell the dispatcher there may be new work (it also polls on its own)."""
         if self._dispatcher is not None:
             self._submitted = True
             self._wake.set()
+
+    def _on_enqueued(self, added):
+        """After a commit in this process queued tasks: claim them soon."""
+        self.wake()
+
+    def _held(self):
+        """The attempts this process holds now (claimed, running or about to)."""
+        return list(self._active.values())
 
     # -- lifecycle --------------------------------------------------------
 
@@ -87,13 +71,15 @@ class Runner:
             self._wake = threading.Event()
             self._submitted = False  # the last wake-up came from a submit
             self._jobs = queue.SimpleQueue()
-            self._active = {}  # task id -> Execution, claimed by this process
+            self._active = {}  # task id -> Attempt, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
             self._busy = 0  # workers running a task now
             self._lock_busy = threading.Lock()
             metrics.set_workers(0, self.config.workers)
             with session_scope() as session:  # not the caller's registry Session
                 self._inline_claims = tasks.one_writer(session)
+            self._upkeep = Upkeep(self.owner, self.config, self._held)
+            submit.on_commit(self._on_enqueued)
             self._changed = threading.Condition()
             self._threads = [
                 threading.Thread(target=self._work, name=f"task-worker-{n}", daemon=True)
@@ -144,36 +130,37 @@ class Runner:
                     timeout=max(0.0, deadline - time.monotonic()),
                 )
                 unfinished = list(self._active.values())
-            for execution in unfinished:
-                execution.abandoned = True
-                execution.ctx.cancel()
-            released = self._release(unstarted + unfinished)
-            self._forget()
+            for attempt in unfinished:
+                attempt.abandoned = True
+                attempt.ctx.cancel()
+            released = outcomes.released(unstarted + unfinished, self.owner)
+            self._upkeep.forget()
             for thread in self._threads:
                 thread.join(timeout=0.5)
             self._threads = []
             self._pid = None
+            submit.remove_listener(self._on_enqueued)
             log.info("runner %s stopped; %d unfinished tasks requeued", self.owner, released)
 
     # -- threads ------------------------------------------------------------
 
     def _work(self):
-        """Worker thread: run executions until told to stop."""
+        """Worker thread: run attempts until told to stop."""
         with HeldConnection() as connection:
             while True:
-                execution = self._next_job(connection)
-                if execution is STOP:
+                attempt = self._next_job(connection)
+                if attempt is STOP:
                     return
                 self._count_busy(+1)
                 try:
-                    if not execution.abandoned:
-                        run_execution(execution, self.owner, self.config, self._claiming_with)
+                    if not attempt.abandoned:
+                        run_attempt(attempt, self.owner, self.config, self._claiming_with)
                 except Exception:  # never let one task kill the worker thread
-                    log.exception("runner error in task %s", execution.claim.id)
+                    log.exception("runner error in task %s", attempt.claim.id)
                 finally:
                     self._count_busy(-1)
                     with self._changed:
-                        self._active.pop(execution.claim.id, None)
+                        self._active.pop(attempt.claim.id, None)
                         self._changed.notify_all()
                     if self._dispatcher_needed():
                         self._wake.set()
@@ -185,7 +172,7 @@ class Runner:
             metrics.set_workers(self._busy, self.config.workers - self._busy)
 
     def _next_job(self, connection):
-        """The next execution for a worker; one with nothing waiting gives its connection back first."""
+        """The next attempt for a worker; one with nothing waiting gives its connection back first."""
         try:
             return self._jobs.get_nowait()
         except queue.Empty:
@@ -202,11 +189,11 @@ class Runner:
             try:
                 claimed_all = self._claim()
                 if time.monotonic() >= next_tick:
-                    self._enforce_time_limits()
-                    self._save_progress()
+                    self._upkeep.tick()
                     next_tick = time.monotonic() + self.config.poll_interval
                 if time.monotonic() >= next_heartbeat:
-                    self._maintain()
+                    if self._upkeep.beat():
+                        self._wake.set()  # tasks of a lost worker are back in the queue
                     next_heartbeat = time.monotonic() + self.config.heartbeat
                 failures = 0
             except Exception:
@@ -291,19 +278,19 @@ class Runner:
 
     def _settle(self, reserved, claims):
         """Give back a reservation and hand its committed claims to the workers."""
-        executions = [Execution(claim) for claim in claims]
+        attempts = [Attempt(claim) for claim in claims]
         with self._changed:
             self._reserved -= reserved
             stopping = self._stopping.is_set()
             if not stopping:
-                for execution in executions:
-                    self._active[execution.claim.id] = execution
+                for attempt in attempts:
+                    self._active[attempt.claim.id] = attempt
             self._changed.notify_all()
         if stopping:  # claimed while shutting down: straight back to the queue
-            self._release(executions)
+            outcomes.released(attempts, self.owner)
             return
-        for execution in executions:
-            self._jobs.put(execution)
+        for attempt in attempts:
+            self._jobs.put(attempt)
 
     def _claimable(self):
         """How many tasks to claim now: 0 until a batch's worth of slots is free.
@@ -319,85 +306,17 @@ class Runner:
         free = slots - len(self._active) - self._reserved
         return free if free >= batch else 0
 
-    def _enforce_time_limits(self):
-        """Signal tasks past their time limit; fail those that ignore it past the grace."""
-        now = time.monotonic()
-        for execution in list(self._active.values()):
-            if execution.abandoned or not execution.past_time_limit(now):
-                continue
-            execution.ctx.cancel()
-            if execution.past_time_limit(now, self.config.time_limit_grace):
-                execution.abandoned = True
-                claim = execution.claim
-                with session_scope() as session:
-                    message = f"time limit of {claim.time_limit:g}s exceeded"
-                    failed = tasks.finish_task(session, claim, self.owner, FAILED, error=message)
-                if failed:
-                    metrics.FAILED.labels(claim.name).inc()
-                log.error("task %s (%s) exceeded its time limit; result will be discarded",
-                          claim.id, claim.name)
-
-    def _save_progress(self):
-        """Write the progress that tasks reported since the last tick."""
-        pending = []
-        for execution in list(self._active.values()):
-            progress = execution.ctx.take_progress()
-            if progress is not None and not execution.abandoned:
-                pending.append((execution.claim, progress))
-        if pending:
-            with session_scope() as session:
-                for claim, (percent, message) in pending:
-                    tasks.save_progress(session, claim, self.owner, percent, message)
-
-    def _maintain(self):
-        """Refresh our leases, pick up cancel requests, recover expired leases."""
-        mine = [ex for ex in list(self._active.values()) if not ex.abandoned]
-        ids = [ex.claim.id for ex in mine]
-        busy = sum(1 for ex in mine if ex.started is not None)
-        with session_scope() as session:
-            tasks.heartbeat(session, self.owner, ids)
-            runners.record_runner(session, self.owner, socket.gethostname(), os.getpid(),
-                                  self.config.workers, busy)
-            cancelled = tasks.cancel_requested_ids(session, ids)
-            requeued, failed = tasks.recover_expired(session, self.config.lease)
-        for execution in mine:
-            if execution.claim.id in cancelled:
-                execution.ctx.cancel()
-        if requeued or failed:
-            log.warning("recovered tasks of lost workers: %d requeued, %d failed", requeued, failed)
-            self._wake.set()
-        keep_tables(self.config.retention)
-
     def _take_unstarted(self):
         """Remove claimed tasks that no worker has started yet."""
         unstarted = []
         while True:
             try:
-                execution = self._jobs.get_nowait()
+                attempt = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            unstarted.append(execution)
+            unstarted.append(attempt)
         with self._changed:
-            for execution in unstarted:
-                self._active.pop(execution.claim.id, None)
+            for attempt in unstarted:
+                self._active.pop(attempt.claim.id, None)
             self._changed.notify_all()
         return unstarted
-
-    def _forget(self):
-        """Take this runner off the list of live processes (a lost one stays, shown as lost)."""
-        try:
-            with session_scope() as session:
-                runners.forget_runner(session, self.owner)
-        except Exception:
-            log.warning("could not remove runner %s from the runners table", self.owner, exc_info=True)
-
-    def _release(self, executions):
-        """Requeue executions cut short by shutdown; they do not count as attempts."""
-        released = 0
-        try:
-            with session_scope() as session:
-                for execution in executions:
-                    released += tasks.release_task(session, execution.claim, self.owner)
-        except Exception:
-            log.exception("could not requeue %d tasks; their leases will expire", len(executions))
-        return released

@@ -1,0 +1,154 @@
+"""What SQLite and MySQL/MariaDB do differently, in one place: a class per database.
+
+As huey keeps each storage's differences as class attributes, each Dialect
+says how its database claims rows, which hints its statements need, which
+errors are worth another attempt and how its engine is set up. Everything
+else in db/ asks `dialect_of(session)` instead of testing a name.
+"""
+import os
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MYSQL_POOL_RECYCLE = 3600  # well under MySQL's default wait_timeout (8 h)
+MYSQL_CONNECT_TIMEOUT = 10  # seconds
+MYSQL_WRITE_TIMEOUT = 30  # seconds to send one request
+MYSQL_READ_TIMEOUT = 600  # seconds to wait for one answer: the longest query a task may run
+
+
+class Dialect:
+    """The defaults: a database with RETURNING, row locks and cheap GROUP BYs (PostgreSQL-like)."""
+
+    name = "default"
+    one_writer = False  # one write transaction at a time: claims may ride in a finishing task's commit
+    claim_returning = True  # claim in one UPDATE ... RETURNING, else a locked read then an UPDATE
+    primary_key_hint = None  # (hint, dialect names) that makes an UPDATE by ids use the primary key
+    count_running_by_reading = False  # GROUP BY over running rows picks a bad index: count in Python
+    transient_codes = frozenset()  # driver error codes another attempt may not hit
+    transient_words = ()  # words in a driver error message that mean the same
+
+    def engine_options(self, url, pool_size, max_overflow):
+        """create_engine() options for this database."""
+        return {"pool_size": pool_size, "max_overflow": max_overflow}
+
+    def on_connect(self, dbapi_connection, connection_record):
+        """Set up each new connection (the engine calls it)."""
+
+    def check_url(self, url):
+        """Refuse a URL this database cannot serve the service with (ValueError)."""
+
+    def restart_ids(self, session, tables):
+        """Make the next row of each (emptied) table get id 1."""
+
+
+class SQLite(Dialect):
+    name = "sqlite"
+    one_writer = True
+    count_running_by_reading = True  # it scans the table through ix_tasks_name_id otherwise
+    transient_words = ("database is locked", "database table is locked", "busy",
+                       "unable to open database file")
+
+    def engine_options(self, url, pool_size, max_overflow):
+        return {"pool_size": pool_size, "max_overflow": max_overflow,
+                "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+
+    def on_connect(self, dbapi_connection, connection_record):
+        """WAL, the busy timeout and foreign keys on every new connection."""
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    def restart_ids(self, session, tables):
+        """Nothing to do: SQLite reuses rowids once a table is empty."""
+
+    def check_url(self, url):
+        """A file database only (each connection to :memory: is its own, empty database); make its directory."""
+        database = url.database
+        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+            raise ValueError(
+                "SQLite must be a file database (each connection to :memory: is a "
+                "separate, empty database); use sqlite:///var/app.db"
+            )
+        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+
+
+class MySQL(Dialect):
+    name = "mysql"
+    claim_returning = False  # MariaDB's UPDATE has no RETURNING; MySQL's neither
+    # Left to itself an UPDATE by ids may go through the status index, locking the
+    # entries finishing tasks change at the same time: the two deadlock.
+    primary_key_hint = ("FORCE INDEX (PRIMARY)", ("mysql", "mariadb"))
+    transient_codes = frozenset({
+        1040,  # too many connections
+        1053,  # server shutdown in progress
+        1205,  # lock wait timeout
+        1213,  # deadlock
+        1927,  # connection was killed
+        2002,  # can't connect (socket)
+        2003,  # can't connect (TCP)
+        2006,  # server has gone away
+        2013,  # lost connection during query
+        2055,  # lost connection (system error)
+        4031,  # disconnected by the server for inactivity
+    })
+
+    def restart_ids(self, session, tables):
+        """ALTER TABLE ... AUTO_INCREMENT = 1 (ALTER commits: call it after the delete's commit)."""
+        for table in tables:
+            session.execute(text(f"ALTER TABLE {table.name} AUTO_INCREMENT = 1"))
+        session.commit()
+
+    def engine_options(self, url, pool_size, max_overflow):
+        return {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_recycle": MYSQL_POOL_RECYCLE,
+            # Gap locks under REPEATABLE READ make concurrent claims deadlock-prone.
+            "isolation_level": "READ COMMITTED",
+            # Without socket timeouts a wedged connection blocks a thread forever
+            # (seen: a pool pre-ping stuck in send for tens of seconds).
+            "connect_args": {"connect_timeout": MYSQL_CONNECT_TIMEOUT,
+                             "read_timeout": MYSQL_READ_TIMEOUT,
+                             "write_timeout": MYSQL_WRITE_TIMEOUT},
+        }
+
+
+DIALECTS = {"sqlite": SQLite(), "mysql": MySQL(), "mariadb": MySQL()}
+DEFAULT = Dialect()
+
+
+def dialect_named(name):
+    """The Dialect for a SQLAlchemy dialect or backend name."""
+    return DIALECTS.get(name, DEFAULT)
+
+
+def dialect_of(session_or_bind):
+    """The Dialect of what a Session, Connection or Engine talks to."""
+    bind = session_or_bind.get_bind() if hasattr(session_or_bind, "get_bind") else session_or_bind
+    return dialect_named(bind.dialect.name)
+
+
+def by_primary_key(statement):
+    """Hint an UPDATE that names its rows by id to find them through the primary key (MySQL)."""
+    hint, names = MySQL.primary_key_hint
+    for name in names:
+        statement = statement.with_hint(hint, dialect_name=name)
+    return statement
+
+
+def is_transient(error):
+    """True for database errors that another attempt may not hit (on any database)."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    if isinstance(code, int) and any(code in d.transient_codes for d in DIALECTS.values()):
+        return True
+    text = str(orig).lower()
+    return any(word in text for d in DIALECTS.values() for word in d.transient_words)

@@ -1,0 +1,75 @@
+"""One attempt of a claimed task: run its function with a context, then record how it ended."""
+import contextlib
+import json
+import logging
+import time
+import traceback
+
+from db import Session
+from db.dialect import is_transient
+from service import logs, metrics
+from service.runner import outcomes
+from service.runner.context import RetryTask, TaskCancelled, TaskContext
+from service.runner.registry import InvalidArguments, UnknownTask, registry
+
+log = logging.getLogger(__name__)
+
+
+class Attempt:
+    """One attempt in this process: its claim, its context and its clock."""
+
+    def __init__(self, claim):
+        self.claim = claim
+        self.ctx = TaskContext(claim.id, claim.attempt, claim.max_attempts)
+        self.started = None  # time.monotonic() when the function was called
+        self.abandoned = False  # its outcome was recorded elsewhere; discard its own
+        if claim.cancel_requested:
+            self.ctx.cancel()
+
+    def past_time_limit(self, now, grace=0.0):
+        """True when the task has run longer than its time limit plus grace."""
+        limit = self.claim.time_limit
+        return limit is not None and self.started is not None and now - self.started > limit + grace
+
+
+def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
+    """Run the task function and commit its writes together with its outcome.
+
+    The task's own writes and its final status share one transaction on the
+    thread's registry Session, so a crash anywhere before commit undoes both;
+    Session.remove() runs after every attempt, on every path.
+    around_commit(session) wraps that commit (the thread pool claims more work in it).
+    """
+    claim = attempt.claim
+    metrics.observe_start(claim.name, claim.run_after)
+    logged = logs.running(claim, owner)
+    try:
+        spec = registry.get(claim.name)
+        attempt.ctx.raise_if_cancelled()
+        args = spec.load_args(claim.args)
+        attempt.started = time.monotonic()
+        result = spec.fn(attempt.ctx, **args)
+        json.dumps(result)  # a result must be storable; TypeError fails the task
+        outcomes.succeeded(attempt, owner, result, around_commit)
+    except TaskCancelled:
+        Session.rollback()
+        outcomes.cancelled(attempt, owner)
+    except RetryTask as request:
+        Session.rollback()
+        outcomes.retried_or_failed(attempt, owner, str(request), traceback.format_exc(), config,
+                                   delay=request.delay)
+    except (UnknownTask, InvalidArguments) as error:
+        Session.rollback()
+        outcomes.failed(attempt, owner, str(error), None)
+    except Exception as error:
+        Session.rollback()
+        tb = traceback.format_exc()
+        message = f"{type(error).__name__}: {error}"
+        if is_transient(error):
+            outcomes.retried_or_failed(attempt, owner, message, tb, config)
+        else:
+            log.error("task %s (%s) failed:\n%s", claim.id, claim.name, tb)
+            outcomes.failed(attempt, owner, message, tb)
+    finally:
+        Session.remove()
+        logs.finished(logged)

@@ -1,0 +1,142 @@
+"""Every way an attempt ends, in one place: the row's fenced update, the metric, the log line.
+
+succeeded, cancelled, failed, retried (put back with backoff), past its time
+limit, lost with its lease, released at shutdown. Both executors end attempts
+only through these functions. Each write is fenced by (owner, attempt): one
+that finds the task no longer ours changes nothing and counts nothing.
+"""
+import datetime as dt
+import logging
+import random
+import time
+
+from db import Session, session_scope, tasks
+from db.dialect import is_transient
+from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
+from service import metrics
+
+log = logging.getLogger(__name__)
+
+RECORD_TRIES = 5  # attempts to write an outcome before leaving it to lease expiry
+
+
+def succeeded(attempt, owner, result, around_commit):
+    """Record success in the transaction that holds the task's own writes, and commit both.
+
+    around_commit(session) wraps the commit (the thread pool claims more work in it).
+    Returns False, having rolled back the task's writes, if the attempt is no longer ours.
+    """
+    claim = attempt.claim
+    if attempt.abandoned:
+        Session.rollback()
+        log.warning("task %s returned after it was given up; result discarded", claim.id)
+        return False
+    if not tasks.finish_task(Session, claim, owner, SUCCEEDED, result=result):
+        Session.rollback()
+        log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
+        return False
+    with around_commit(Session):
+        Session.commit()
+    _counted(attempt, metrics.SUCCEEDED)
+    return True
+
+
+def cancelled(attempt, owner):
+    """The task stopped because it was asked to (its writes are rolled back already)."""
+    claim = attempt.claim
+    if _record(attempt, "cancelled", lambda: tasks.finish_task(Session, claim, owner, CANCELLED)):
+        _counted(attempt, metrics.CANCELLED)
+
+
+def failed(attempt, owner, message, tb):
+    """The task failed for good."""
+    claim = attempt.claim
+    if _record(attempt, "failed",
+               lambda: tasks.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
+        _counted(attempt, metrics.FAILED)
+
+
+def retried_or_failed(attempt, owner, message, tb, config, delay=None):
+    """Put the task back to run again after a backoff (or delay) if attempts remain, else fail it."""
+    claim = attempt.claim
+    if claim.attempt >= claim.max_attempts or attempt.ctx.cancelled:
+        log.error("task %s (%s) failed on its last attempt: %s", claim.id, claim.name, message)
+        failed(attempt, owner, message, tb)
+        return
+    if delay is None:
+        delay = backoff_seconds(claim.attempt, config.retry_base, config.retry_cap)
+    log.warning("task %s (%s) attempt %s failed, retrying in %.1fs: %s",
+                claim.id, claim.name, claim.attempt, delay, message)
+    run_after = utcnow() + dt.timedelta(seconds=delay)
+    if _record(attempt, "retry",
+               lambda: tasks.retry_task(Session, claim, owner, run_after, message, tb)):
+        _counted(attempt, metrics.RETRIED)
+
+
+def past_time_limit(attempt, owner):
+    """Fail a task that ignored its time limit past the grace; whatever it returns later is discarded."""
+    attempt.abandoned = True
+    claim = attempt.claim
+    with session_scope() as session:
+        message = f"time limit of {claim.time_limit:g}s exceeded"
+        written = tasks.finish_task(session, claim, owner, FAILED, error=message)
+    if written:
+        metrics.FAILED.labels(claim.name).inc()
+    log.error("task %s (%s) exceeded its time limit; result will be discarded", claim.id, claim.name)
+
+
+def leases_lost(lease_seconds):
+    """Take back running tasks whose heartbeat is older than the lease: requeue, or fail if spent."""
+    with session_scope() as session:
+        requeued, failed_count = tasks.recover_expired(session, lease_seconds)
+    if requeued or failed_count:
+        log.warning("recovered tasks of lost workers: %d requeued, %d failed ('worker lost')",
+                    requeued, failed_count)
+    return requeued, failed_count
+
+
+def released(attempts, owner):
+    """Put back attempts cut short by shutdown; they do not count. Returns how many were."""
+    count = 0
+    try:
+        with session_scope() as session:
+            for attempt in attempts:
+                count += tasks.release_task(session, attempt.claim, owner)
+    except Exception:
+        log.exception("could not requeue %d tasks; their leases will expire", len(attempts))
+    return count
+
+
+def backoff_seconds(attempt, base, cap):
+    """Exponential backoff with jitter: between half and all of min(cap, base * 2**(attempt-1))."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _counted(attempt, counter):
+    """Count how an attempt ended, and how long it ran."""
+    counter.labels(attempt.claim.name).inc()
+    if attempt.started is not None:
+        metrics.RUN_TIME.labels(attempt.claim.name).observe(time.monotonic() - attempt.started)
+
+
+def _record(attempt, outcome, write):
+    """Write an outcome on the thread's Session, retrying through database faults; True once written.
+
+    False when the attempt was abandoned or is no longer ours, or the write
+    kept failing: its lease will expire and another runner takes it back.
+    """
+    if attempt.abandoned:
+        return False
+    for number in range(1, RECORD_TRIES + 1):
+        try:
+            written = write()
+            Session.commit()
+            return bool(written)
+        except Exception as error:
+            Session.rollback()
+            if not is_transient(error) or number == RECORD_TRIES:
+                log.exception("could not record task %s as %s; its lease will expire",
+                              attempt.claim.id, outcome)
+                return False
+            time.sleep(min(5.0, 0.2 * 2**number))

@@ -1,0 +1,82 @@
+"""What a process that runs tasks keeps doing besides running them, whichever executor it uses.
+
+Each poll interval: signal tasks past their time limit (and fail those that
+ignore it) and save the progress they reported. Each heartbeat: refresh the
+leases of our running tasks, record this process in the runners table, pass
+on cancel requests, take back tasks whose lease expired elsewhere, and keep
+the counts rolled up and old tasks pruned.
+"""
+import logging
+import os
+import socket
+import time
+
+from db import runners, session_scope, tasks
+from service.runner import outcomes
+from service.runner.housekeeping import keep_tables
+
+log = logging.getLogger(__name__)
+
+
+class Upkeep:
+    """The upkeep of one process's attempts; attempts() returns those it holds now."""
+
+    def __init__(self, owner, config, attempts):
+        self.owner = owner
+        self.config = config
+        self.attempts = attempts
+
+    def tick(self):
+        """Each poll interval: time limits, then progress."""
+        self.enforce_time_limits()
+        self.save_progress()
+
+    def enforce_time_limits(self):
+        """Signal tasks past their time limit; fail those that ignore it past the grace."""
+        now = time.monotonic()
+        for attempt in self.attempts():
+            if attempt.abandoned or not attempt.past_time_limit(now):
+                continue
+            attempt.ctx.cancel()
+            if attempt.past_time_limit(now, self.config.time_limit_grace):
+                outcomes.past_time_limit(attempt, self.owner)
+
+    def save_progress(self):
+        """Write the progress that tasks reported since the last tick."""
+        pending = []
+        for attempt in self.attempts():
+            progress = attempt.ctx.take_progress()
+            if progress is not None and not attempt.abandoned:
+                pending.append((attempt.claim, progress))
+        if pending:
+            with session_scope() as session:
+                for claim, (percent, message) in pending:
+                    tasks.save_progress(session, claim, self.owner, percent, message)
+
+    def beat(self):
+        """Each heartbeat: leases, our record, cancel requests, lost leases, the tables.
+
+        Returns True when tasks of lost workers were put back in the queue.
+        """
+        mine = [attempt for attempt in self.attempts() if not attempt.abandoned]
+        ids = [attempt.claim.id for attempt in mine]
+        busy = sum(1 for attempt in mine if attempt.started is not None)
+        with session_scope() as session:
+            tasks.heartbeat(session, self.owner, ids)
+            runners.record_runner(session, self.owner, socket.gethostname(), os.getpid(),
+                                  self.config.workers, busy)
+            cancelled = tasks.cancel_requested_ids(session, ids)
+        for attempt in mine:
+            if attempt.claim.id in cancelled:
+                attempt.ctx.cancel()
+        requeued, _ = outcomes.leases_lost(self.config.lease)
+        keep_tables(self.config.retention)
+        return bool(requeued)
+
+    def forget(self):
+        """Take this process off the list of live ones (a lost one stays, shown as lost)."""
+        try:
+            with session_scope() as session:
+                runners.forget_runner(session, self.owner)
+        except Exception:
+            log.warning("could not remove runner %s from the runners table", self.owner, exc_info=True)
