@@ -115,9 +115,9 @@ def backoff_seconds(attempt, base, cap):
 
 def _counted(attempt, counter):
     """Count how an attempt ended, and how long it ran."""
-    counter.labels(attempt.claim.name).inc()
+    metrics.by_name(counter, attempt.claim.name).inc()
     if attempt.started is not None:
-        metrics.RUN_TIME.labels(attempt.claim.name).observe(time.monotonic() - attempt.started)
+        metrics.by_name(metrics.RUN_TIME, attempt.claim.name).observe(time.monotonic() - attempt.started)
 
 
 def _record(attempt, outcome, write):

@@ -73,8 +73,6 @@ class ThreadExecutor(Executor):
             self._jobs = queue.SimpleQueue()
             self._active = {}  # task id -> Attempt, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
-            self._busy = 0  # workers running a task now
-            self._lock_busy = threading.Lock()
             metrics.set_workers(0, self.config.workers)
             with session_scope() as session:  # not the caller's registry Session
                 self._inline_claims = tasks.one_writer(session)
@@ -151,25 +149,17 @@ class ThreadExecutor(Executor):
                 attempt = self._next_job(connection)
                 if attempt is STOP:
                     return
-                self._count_busy(+1)
                 try:
                     if not attempt.abandoned:
                         run_attempt(attempt, self.owner, self.config, self._claiming_with)
                 except Exception:  # never let one task kill the worker thread
                     log.exception("runner error in task %s", attempt.claim.id)
                 finally:
-                    self._count_busy(-1)
                     with self._changed:
                         self._active.pop(attempt.claim.id, None)
                         self._changed.notify_all()
                     if self._dispatcher_needed():
                         self._wake.set()
-
-    def _count_busy(self, change):
-        """Keep the busy/idle workers gauge of this process."""
-        with self._lock_busy:
-            self._busy += change
-            metrics.set_workers(self._busy, self.config.workers - self._busy)
 
     def _next_job(self, connection):
         """The next attempt for a worker; one with nothing waiting gives its connection back first."""

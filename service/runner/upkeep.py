@@ -12,6 +12,7 @@ import socket
 import time
 
 from db import runners, session_scope, tasks
+from service import metrics
 from service.runner import outcomes
 from service.runner.housekeeping import keep_tables
 
@@ -27,9 +28,12 @@ class Upkeep:
         self.attempts = attempts
 
     def tick(self):
-        """Each poll interval: time limits, then progress."""
+        """Each poll interval: time limits, progress, and the busy/idle workers gauge."""
         self.enforce_time_limits()
         self.save_progress()
+        # Set here, not per task: under gunicorn each gauge write is a locked file write.
+        busy = sum(1 for attempt in self.attempts() if attempt.started is not None)
+        metrics.set_workers(busy, max(0, self.config.workers - busy))
 
     def enforce_time_limits(self):
         """Signal tasks past their time limit; fail those that ignore it past the grace."""
