@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 MYSQL_URL ?= mysql+pymysql://root:@127.0.0.1:3306
 MYSQL_TEST_DB ?= tasks_test
 
-.PHONY: install run worker migrate test test-mysql bench clean
+.PHONY: install run worker celery-worker migrate test test-mysql bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,celery]'
 	touch $(STAMP)
 
 migrate: install
@@ -24,6 +24,13 @@ run: migrate
 
 worker: migrate
 	$(BIN)/python -m service.worker
+
+# Celery's worker for TASK_EXECUTOR=celery (the test extra brings Celery too).
+CELERY_POOL ?= threads
+CELERY_CONCURRENCY ?= 4
+celery-worker: migrate
+	$(BIN)/celery -A service.runner.celery worker -Q tasks -P $(CELERY_POOL) -c $(CELERY_CONCURRENCY) \
+	  --without-gossip --without-mingle --loglevel INFO
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -40,5 +47,7 @@ clean:
 
 # Benchmarks against a real gunicorn server: make bench (SQLite) or make bench DB=mysql.
 DB ?= sqlite
+# make bench EXECUTOR=celery races the Celery executor against plain Celery instead.
+EXECUTOR ?= threads
 bench: install
-	$(BIN)/python -m tests.bench.run --db $(DB) $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.run --db $(DB) --executor $(EXECUTOR) $(BENCH_ARGS)

@@ -119,6 +119,8 @@ class Task(Base):
     # A retry is a new task: the old one keeps its error and points at the new one.
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
+    # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
+    published_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     @property
     def finished(self):

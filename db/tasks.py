@@ -187,11 +187,12 @@ _SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"
                           finished_at=_value("finished_at"), error=None, traceback=None)
 _END = _fenced_update(status=_value("status"), finished_at=_value("finished_at"),
                       error=_value("error"), traceback=_value("traceback"))
+# Back in the queue means not handed to any broker yet (published_at: the Celery relay).
 _RETRY = _fenced_update(status=QUEUED, owner=None, run_after=_value("run_after"),
                         error=_value("error"), traceback=_value("traceback"),
-                        message=_value("message"))
+                        message=_value("message"), published_at=None)
 _RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
-                          run_after=_value("run_after"))
+                          run_after=_value("run_after"), published_at=None)
 _PROGRESS = _fenced_update(progress=_value("progress"), message=_value("message"))
 
 
@@ -264,7 +265,8 @@ def recover_expired(session, lease_seconds):
     requeued = session.execute(by_primary_key(
         update(Task)
         .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)
-        .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued")
+        .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued",
+                published_at=None)
         .execution_options(synchronize_session=False)
     )).rowcount
     failed = session.execute(by_primary_key(

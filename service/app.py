@@ -10,6 +10,7 @@ from service.auth import init_auth
 from service.config import load_config, pool_size
 from service.errors import register_error_handlers
 from service.runner import RunnerConfig, make_executor, registry, submit
+from service.runner.registry import load_task_modules
 
 API_SETTINGS = {
     "API_TITLE": "Durable tasks",
@@ -57,7 +58,7 @@ def init_cors(app):
 
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
-    import service.jobs  # noqa: F401  registers the task functions the document lists
+    load_task_modules(app.config)  # the document lists every registered task
     from service import dashboard
     from service.api import IdConverter, health, observe, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
@@ -80,8 +81,6 @@ def register_blueprints(app):
 def init_executor(app):
     """Create the executor; it starts in the serving process (first request or gunicorn's
     post_worker_init), never before a fork."""
-    import service.jobs  # noqa: F401  registers the task functions
-
     submit.configure(app.config["TASK_MAX_QUEUED"])
     executor = make_executor(RunnerConfig.from_settings(app.config))
     app.extensions["executor"] = executor

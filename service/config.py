@@ -1,4 +1,5 @@
 """Every setting, read from the environment with safe defaults."""
+import importlib.util
 import os
 
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
@@ -54,6 +55,14 @@ def _duration(environ, key, default):
     return seconds
 
 
+def _modules(environ, key):
+    names = [name.strip() for name in (environ.get(key) or "").split(",") if name.strip()]
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"{key}: no module named {name!r} can be imported")
+    return names
+
+
 def _choice(environ, key, choices):
     raw = (environ.get(key) or choices[0]).strip().lower()
     if raw not in choices:
@@ -99,9 +108,13 @@ def load_config(environ):
         "TASK_RETRY_BASE": _number(environ, "TASK_RETRY_BASE", 1.0, float),
         "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
         "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
+        # Modules of your own that define tasks with @task, imported by every process.
+        "TASK_MODULES": _modules(environ, "TASK_MODULES"),
         # Where tasks run: threads in the web and worker processes, or Celery workers.
         "TASK_EXECUTOR": _choice(environ, "TASK_EXECUTOR", ("threads", "celery")),
         "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
+        # A published id still unclaimed this long is published again (lost with a broker).
+        "CELERY_REPUBLISH_AFTER": _number(environ, "CELERY_REPUBLISH_AFTER", 30.0, float, minimum=1),
         "CORS_ORIGINS": [o.strip() for o in origins.split(",") if o.strip()],
         # Access control (service.auth): tokens for the API, /metrics and the dashboard.
         "API_TOKENS": [t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip()],

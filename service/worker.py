@@ -8,6 +8,7 @@ from db import init_engine
 from service import logs, metrics
 from service.config import ConfigError, load_config, pool_size
 from service.runner import RunnerConfig, submit
+from service.runner.registry import load_task_modules
 from service.runner.threads import ThreadExecutor
 from service.tokens import check_listening
 
@@ -16,8 +17,6 @@ log = logging.getLogger("service.worker")
 
 def main():
     """Run the thread-pool executor until SIGTERM or SIGINT, then shut down gracefully."""
-    import service.jobs  # noqa: F401  registers the task functions
-
     try:
         settings = load_config(os.environ)
         if settings["METRICS_PORT"]:
@@ -25,6 +24,7 @@ def main():
     except ConfigError as error:
         raise SystemExit(f"not starting: {error}") from None  # one line, no traceback
     logs.configure(settings)
+    load_task_modules(settings)
     workers = max(1, settings["TASK_WORKERS"])
     settings["TASK_WORKERS"] = workers
     needed = pool_size(settings, request_threads=0)

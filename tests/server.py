@@ -95,14 +95,15 @@ class Server(Process):
                          db_url, log_path, PORT=self.port, HOST="127.0.0.1", **env)
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, ready="/readyz"):
+        """Start and wait until ready answers 200 (/healthz: until it answers at all)."""
         super().start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.output()}")
             try:
-                if self.request("GET", "/readyz", timeout=2)[0] == 200:
+                if self.request("GET", ready, timeout=2)[0] == 200:
                     return self
             except OSError:
                 pass
@@ -124,3 +125,27 @@ class Worker(Process):
 
     def __init__(self, db_url, log_path, **env):
         super().__init__([sys.executable, "-m", "service.worker"], db_url, log_path, **env)
+
+
+class CeleryWorker(Process):
+    """celery -A service.runner.celery worker, with the Celery tests' tasks (TASK_MODULES)."""
+
+    def __init__(self, db_url, log_path, broker, name="w1", pool="threads", concurrency=4, **env):
+        args = [sys.executable, "-m", "celery", "-A", "service.runner.celery", "worker",
+                "-Q", "tasks", "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
+                "--without-gossip", "--without-mingle",
+                "--loglevel", "INFO"]
+        super().__init__(args, db_url, log_path, TASK_EXECUTOR="celery", CELERY_BROKER_URL=broker,
+                         **{"TASK_MODULES": "tests.celery_tasks", **env})
+
+    def start(self, timeout=30):
+        """Start and wait until Celery says the worker is ready."""
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited:\n{self.output()}")
+            if " ready." in self.output():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"celery worker not ready in {timeout}s:\n{self.output()}")

@@ -9,16 +9,16 @@ import json
 import click
 from marshmallow import ValidationError
 
-import service.jobs  # noqa: F401  registers the task functions
 import service.worker
 from db import session_scope, stats, tasks
 from db.models import MAX_ID, STATES, utcnow
-from service.cli.database import connected, find_task
+from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
 from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
 from service.config import parse_duration
 from service.runner import InvalidArguments, QueueFull, UnknownTask, enqueue, manage, registry
 from service.runner.housekeeping import PRUNE_BATCH
+from service.runner.registry import load_task_modules
 from service.schemas import TaskIn, TaskOut
 
 OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": "--run-at",
@@ -55,6 +55,7 @@ def read_submission(name, args_json, **options):
 @click.group(name="tasks", cls=OneLineGroup)
 def main():
     """Submit, inspect, cancel, retry and prune tasks on DATABASE_URL (no server needed)."""
+    load_task_modules(read_settings())  # service.jobs and TASK_MODULES: every name a command may meet
 
 
 @main.command()

@@ -11,6 +11,7 @@ from db.models import MAX_ID, Base
 from service.cli.errors import CommandError
 from service.config import ConfigError, load_config
 from service.runner import submit
+from service.runner.registry import load_task_modules
 
 MIGRATE = "run the migrations (make migrate, or alembic upgrade head)"
 
@@ -33,6 +34,7 @@ def connected():
     """Bind DATABASE_URL, check that it is migrated, yield the settings; dispose the engine after."""
     settings = read_settings()
     submit.configure(settings["TASK_MAX_QUEUED"])
+    load_task_modules(settings)
     try:
         where = make_url(settings["DATABASE_URL"]).render_as_string(hide_password=True)
         engine = init_engine(settings["DATABASE_URL"], pool_size=2, max_overflow=2)

@@ -19,6 +19,7 @@ class RunnerConfig:
     retention: float = 7 * 24 * 3600  # seconds finished tasks are kept (0: forever)
     executor: str = "threads"  # or "celery" (TASK_EXECUTOR)
     broker_url: str = "redis://127.0.0.1:6379/0"  # CELERY_BROKER_URL, for the celery executor
+    republish_after: float = 30.0  # CELERY_REPUBLISH_AFTER: a published id unclaimed this long goes again
 
     @classmethod
     def from_settings(cls, settings):
@@ -36,4 +37,5 @@ class RunnerConfig:
             retention=settings["TASK_RETENTION"],
             executor=settings["TASK_EXECUTOR"],
             broker_url=settings["CELERY_BROKER_URL"],
+            republish_after=settings["CELERY_REPUBLISH_AFTER"],
         )

@@ -1,5 +1,6 @@
 """Task functions registered by name; only registered names can ever run."""
 import dataclasses
+import importlib
 
 from marshmallow import Schema, ValidationError
 
@@ -74,3 +75,9 @@ class TaskRegistry:
 
 registry = TaskRegistry()
 task = registry.task
+
+
+def load_task_modules(settings):
+    """Import service.jobs and the modules named in TASK_MODULES, which register their tasks."""
+    for name in ("service.jobs", *settings["TASK_MODULES"]):
+        importlib.import_module(name)

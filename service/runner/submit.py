@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import typing
 
 from sqlalchemy import event
 
@@ -23,7 +24,16 @@ from service.runner.registry import registry
 
 log = logging.getLogger(__name__)
 
-PENDING = "service.enqueued"  # session.info key: (id, name, retry_of) of the tasks its transaction added
+PENDING = "service.enqueued"  # session.info key: the Enqueued tasks its transaction added
+
+
+class Enqueued(typing.NamedTuple):
+    """A task a commit added: what the executors need to hear of it."""
+
+    id: int
+    name: str
+    retry_of: int | None
+    run_after: dt.datetime | None  # None: due at once
 
 
 class QueueFull(RuntimeError):
@@ -64,7 +74,7 @@ class Backlog:
 
 
 backlog = Backlog(10_000)  # this process's; configure() sets its bound from TASK_MAX_QUEUED
-_listeners = []  # called with [(id, name, retry_of)] after each commit that queued tasks
+_listeners = []  # called with [Enqueued] after each commit that queued tasks
 
 
 def configure(max_queued):
@@ -80,16 +90,17 @@ def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, tim
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
     """
     spec, stored_args = check_task(session, name, args)
+    run_after = start_time(delay, run_at)
     task = tasks.insert_task(
         session,
         name,
         stored_args,
-        run_after=start_time(delay, run_at),
+        run_after=run_after,
         max_attempts=max_attempts or spec.max_attempts,
         time_limit=time_limit if time_limit is not None else spec.time_limit,
         retry_of=retry_of,
     )
-    session.info.setdefault(PENDING, []).append((task.id, name, retry_of))
+    session.info.setdefault(PENDING, []).append(Enqueued(task.id, name, retry_of, run_after))
     return task
 
 
@@ -121,7 +132,7 @@ def start_time(delay=None, run_at=None):
 
 
 def on_commit(listener):
-    """Call listener([(id, name, retry_of), ...]) after every commit in this process that queued tasks."""
+    """Call listener([Enqueued, ...]) after every commit in this process that queued tasks."""
     _listeners.append(listener)
 
 
@@ -136,10 +147,10 @@ def _committed(session):
     if not added:
         return
     backlog.added(len(added))
-    for _, name, retry_of in added:
-        metrics.SUBMITTED.labels(name).inc()
-        if retry_of is not None:  # a user retried a failed or cancelled task
-            metrics.RETRIED.labels(name).inc()
+    for task in added:
+        metrics.SUBMITTED.labels(task.name).inc()
+        if task.retry_of is not None:  # a user retried a failed or cancelled task
+            metrics.RETRIED.labels(task.name).inc()
     for listener in list(_listeners):
         try:
             listener(added)

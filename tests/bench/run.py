@@ -1,12 +1,13 @@
 """make bench: the service under load against floors measured in the same run.
 
-python -m tests.bench.run --db sqlite|mysql [--quick] [--only PART ...]
+python -m tests.bench.run --db sqlite|mysql [--quick] [--only PART ...] [--executor celery]
 Prints one table and writes it as JSON to var/bench/<database>.json (a run
 with --only replaces its own parts there and keeps the others).
 """
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -18,7 +19,7 @@ import db
 from db import users
 from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench import watch
+from tests.bench import celery_race, watch
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -236,10 +237,17 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="run only this part (repeatable); the JSON keeps the other parts' last results")
+    parser.add_argument("--executor", choices=("threads", "celery"), default="threads",
+                        help="celery: race the Celery executor against plain Celery instead")
     options = parser.parse_args()
     scale = 10 if options.quick else 1
     parts = options.only or PARTS
     results = {"database": options.db}
+    if options.executor == "celery":
+        results["celery"] = run_celery_race(options.db, 5000 // scale)
+        report(results)
+        write_results(results, keep_others=True)
+        return
     if any(part in SERVED for part in parts):
         results.update(run_served(options.db, parts, scale))
     if "big" in parts:
@@ -247,6 +255,19 @@ def main():
         results["big"] = bench_big(url, options.db, scale)
     report(results)
     write_results(results, keep_others=bool(options.only))
+
+
+def run_celery_race(kind, total):
+    """The Celery executor against plain Celery and the ORM-thread floor, on one fresh database."""
+    url = database_url(kind)
+    db.init_engine(url, pool_size=WORKERS + 2)
+    try:
+        reset()
+        floor = max(orm_floor(total) for _ in range(3))
+        log_dir = pathlib.Path(ROOT, "var", "bench")
+        return celery_race.bench_celery(url, total, floor, reset, log_dir)
+    finally:
+        db.dispose_engine()
 
 
 def write_results(results, keep_others):
@@ -291,6 +312,8 @@ def report(r):
         o = r["overhead"]
         rows.append(("no-op task created->finished (ms)", o["median_ms"], f"p99 {o['p99_ms']}",
                      f"queue wait median {o['median_queue_wait_ms']} ms"))
+    if "celery" in r:
+        rows += celery_race.report_rows(r["celery"])
     if "dashboard" in r:
         rows += watch.report_rows(r["dashboard"])
     if "big" in r:

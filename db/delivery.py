@@ -1,0 +1,72 @@
+"""What the Celery executor needs from the tasks table: claim one row by id, find rows to publish.
+
+A broker only carries ids; the row stays the record. A delivered id is claimed
+with the same fenced, conditional UPDATE as the thread pool's claims (only a
+queued row that is due), so a duplicate, late or stray delivery claims nothing.
+"""
+import datetime as dt
+
+from sqlalchemy import bindparam, or_, select, update
+
+from db.dialect import by_primary_key, dialect_of
+from db.models import QUEUED, RUNNING, Task, utcnow
+from db.tasks import _CLAIM_COLUMNS, _CLAIM_VALUES, Claim
+
+_c = Task.__table__.c
+
+_CLAIM_IDS = by_primary_key(
+    update(Task.__table__)
+    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED,
+           _c.run_after <= bindparam("now", type_=_c.run_after.type))
+    .values(**_CLAIM_VALUES)
+)
+_CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
+    _c.id.in_(bindparam("ids", expanding=True)), _c.owner == bindparam("v_owner"),
+    _c.status == RUNNING, _c.started_at == bindparam("v_now", type_=_c.started_at.type)
+).order_by(_c.id)
+
+
+def claim_tasks(session, task_ids, owner):
+    """Mark those of task_ids that are queued and due running for owner; return their Claims.
+
+    The others (running, finished, not due, unknown) are not ours to run: a
+    duplicate or stray delivery claims nothing.
+    """
+    now = utcnow()
+    params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
+    if not session.execute(_CLAIM_IDS, params).rowcount:
+        return []
+    return [Claim(*row) for row in session.execute(_CLAIMED_IDS, params)]
+
+
+def mark_published(session, task_ids):
+    """Note that these tasks' ids were just handed to the broker."""
+    if task_ids:
+        session.execute(by_primary_key(
+            update(Task).where(Task.id.in_(task_ids), Task.status == QUEUED)
+            .values(published_at=utcnow()).execution_options(synchronize_session=False)))
+
+
+def take_unpublished(session, limit, republish_after, grace, now=None):
+    """Mark due queued tasks published and return [(id, name)]: those never published
+    (grace seconds after they became due, so a publish in flight is not doubled) and
+    those published more than republish_after seconds ago and still not claimed.
+
+    Relays running at once take different rows (SKIP LOCKED on MySQL, RETURNING
+    under SQLite's single writer); a row taken twice anyway is claimed once.
+    """
+    now = now or utcnow()
+    due = (Task.status == QUEUED, Task.run_after <= now, or_(
+        (Task.published_at.is_(None)) & (Task.run_after <= now - dt.timedelta(seconds=grace)),
+        Task.published_at < now - dt.timedelta(seconds=republish_after)))
+    pick = select(Task.id).where(*due).order_by(Task.run_after, Task.id).limit(limit)
+    if dialect_of(session).claim_returning:
+        rows = session.execute(
+            update(Task).where(Task.id.in_(pick.scalar_subquery()), *due)
+            .values(published_at=now).returning(Task.id, Task.name)
+            .execution_options(synchronize_session=False)).all()
+        return sorted(tuple(row) for row in rows)
+    rows = session.execute(pick.add_columns(Task.name).with_for_update(skip_locked=True)).all()
+    if rows:
+        mark_published(session, [row.id for row in rows])
+    return [(row.id, row.name) for row in rows]

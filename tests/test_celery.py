@@ -1,0 +1,290 @@
+"""The Celery executor with real brokers and real Celery worker processes, on SQLite and MariaDB."""
+import signal
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+import db
+from db.models import Task, User
+from service.runner import RunnerConfig, submit
+from service.runner import celery as celery_executor
+from service.runner.celery import CeleryExecutor
+from tests.conftest import wait_for
+from tests.server import CeleryWorker, Server, free_port, migrate
+
+import tests.celery_tasks  # noqa: F401  the tasks the workers include, known here too
+
+pytestmark = pytest.mark.slow
+
+BROKERS = {"redis": "redis://127.0.0.1:6379/9", "amqp": "amqp://guest:guest@127.0.0.1:5672//"}
+FAST = dict(TASK_HEARTBEAT=0.3, TASK_LEASE=2, TASK_POLL_INTERVAL=0.1, CELERY_REPUBLISH_AFTER=3,
+            LOG_LEVEL="INFO")
+
+
+def empty_broker(url):
+    """Drop what an earlier test left in the task queue."""
+    celery_executor.configure(RunnerConfig(broker_url=url))
+    with celery_executor.app.connection_for_write() as connection:
+        channel = connection.default_channel
+        try:
+            channel.queue_purge(celery_executor.QUEUE)
+        except Exception:  # the queue does not exist yet
+            pass
+
+
+@pytest.fixture
+def migrated(empty_db):
+    """A migrated database, the session registry bound to it."""
+    migrate(empty_db)
+    db.init_engine(empty_db)
+    yield empty_db
+    db.dispose_engine()
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start Celery workers; stop (or reap) them all at the end."""
+    started = []
+
+    def start(db_url, broker, name="w1", **options):
+        worker = CeleryWorker(db_url, tmp_path / f"{name}.log", broker, name=name,
+                              **{**FAST, **options}).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=30)
+
+
+@pytest.fixture
+def publisher():
+    """This process publishes what it submits, as a web process with TASK_EXECUTOR=celery does."""
+    made = []
+
+    def make(broker):
+        executor = CeleryExecutor(RunnerConfig(executor="celery", broker_url=broker))
+        executor.start()
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.stop()
+
+
+def submit_users(count, prefix="u", chunk=100, delay=0.0):
+    """Queue count create_user tasks (each working delay seconds), a transaction per chunk; their ids."""
+    ids = []
+    for start in range(0, count, chunk):
+        with db.session_scope() as session:
+            ids += [submit.enqueue(session, "create_user",
+                                   {"name": f"{prefix}{n}", "age": 1, "delay": delay}).id
+                    for n in range(start, min(count, start + chunk))]
+    return ids
+
+
+def counts():
+    """({status: n} of the tasks, users, distinct user names)."""
+    with db.session_scope() as session:
+        by_status = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
+        users, names = session.execute(select(func.count(), func.count(User.name.distinct()))).one()
+    return by_status, users, names
+
+
+def all_done(count):
+    """Wait until count tasks succeeded; return the final counts."""
+    return wait_for(lambda: counts()[0].get("succeeded") == count and counts(), timeout=120,
+                    interval=0.1, message=f"{count} tasks to succeed")
+
+
+def assert_each_ran_once(count):
+    by_status, users, names = counts()
+    assert by_status == {"succeeded": count}, by_status
+    assert users == names == count, (users, names)  # a task run twice would insert its user twice
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_a_thousand_tasks_through_two_celery_workers_run_exactly_once(migrated, workers, publisher,
+                                                                       broker):
+    url = BROKERS[broker]
+    empty_broker(url)
+    for name in ("w1", "w2"):
+        workers(migrated, url, name=name)
+    publisher(url)
+    submit_users(1000)
+    all_done(1000)
+    assert_each_ran_once(1000)
+    with db.session_scope() as session:
+        owners = set(session.scalars(select(Task.owner)))
+        assert session.scalar(select(func.max(Task.attempts))) == 1
+    assert len({owner.split(":")[1] for owner in owners}) == 2  # both worker processes ran tasks
+
+
+def test_every_id_delivered_three_times_still_runs_once(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    publisher(url)
+    ids = submit_users(300, prefix="x", delay=0.01)  # published once on commit
+    for batch in (ids, list(reversed(ids))):  # and twice more, in other batches and orders
+        celery_executor.publish(batch)
+    for name in ("w1", "w2"):
+        workers(migrated, url, name=name)
+    all_done(300)
+    assert_each_ran_once(300)
+    with db.session_scope() as session:
+        assert session.scalar(select(func.max(Task.attempts))) == 1
+
+
+def test_a_worker_killed_mid_drain_loses_and_doubles_nothing(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    doomed = workers(migrated, url, name="doomed")
+    workers(migrated, url, name="steady")
+    publisher(url)
+    submit_users(1000, prefix="k", delay=0.02)  # so that each thread is inside a task when it dies
+    wait_for(lambda: counts()[0].get("succeeded", 0) >= 250, timeout=60, message="a quarter done")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait(10)
+    # Its claimed rows come back after the lease, its unclaimed messages after republish.
+    workers(migrated, url, name="restarted")
+    all_done(1000)
+    assert_each_ran_once(1000)
+    with db.session_scope() as session:
+        taken_back = session.scalar(select(func.count()).where(Task.attempts == 2))
+    assert taken_back >= 1  # tasks it was running when killed ran again, each to one user
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of our own, to stop and start again (it keeps nothing on disk)."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(tmp_path)]
+    server = {"proc": None, "url": f"redis://127.0.0.1:{port}/0"}
+
+    def start():
+        server["proc"] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                        text=True).stdout.strip() == "PONG", message="redis")
+
+    def stop():
+        server["proc"].terminate()
+        server["proc"].wait(10)
+
+    server.update(start=start, stop=stop)
+    yield server
+    if server["proc"] and server["proc"].poll() is None:
+        stop()
+
+
+def test_a_broker_restarted_mid_drain_loses_nothing(migrated, workers, publisher, private_redis):
+    private_redis["start"]()
+    url = private_redis["url"]
+    for name in ("w1", "w2"):
+        workers(migrated, url, name=name)
+    publisher(url)
+    submit_users(1000, prefix="r")
+    wait_for(lambda: counts()[0].get("succeeded", 0) >= 200, timeout=60, message="some done")
+    private_redis["stop"]()  # every message in it is gone: it keeps nothing
+    time.sleep(1)  # the broker stays down a moment while workers notice
+    private_redis["start"]()
+    all_done(1000)
+    assert_each_ran_once(1000)
+
+
+def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(migrated, workers, publisher,
+                                                                      private_redis):
+    url = private_redis["url"]
+    publisher(url)
+    ids = submit_users(200, prefix="d")  # committed; every publish fails
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).where(Task.published_at.is_(None))) == 200
+    private_redis["start"]()
+    workers(migrated, url)  # its relay publishes them: no manual step
+    all_done(200)
+    assert_each_ran_once(200)
+    assert len(ids) == 200
+
+
+def test_a_celery_worker_needs_no_flask_and_releases_every_connection(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    workers(migrated, url, concurrency=1)
+    publisher(url)
+    submit_users(200, prefix="p")
+    all_done(200)
+    with db.session_scope() as session:
+        report = submit.enqueue(session, "celery_report", {}).id
+    done = wait_for(lambda: (row := task(report)).status == "succeeded" and row, message="the report")
+    assert done.result == {"flask": False, "checked_out": 0}
+
+
+def task(task_id):
+    with db.session_scope() as session:
+        return session.get(Task, task_id)
+
+
+@pytest.fixture
+def celery_server(migrated, tmp_path, workers):
+    """A web server and a worker with TASK_EXECUTOR=celery, as make run and make celery-worker."""
+    url = BROKERS["redis"]
+    empty_broker(url)
+    workers(migrated, url)
+    server = Server(migrated, tmp_path / "web.log", TASK_EXECUTOR="celery", CELERY_BROKER_URL=url,
+                    SEED_TASK_DELAY=0.2, TASK_MODULES="tests.celery_tasks", **FAST).start()
+    yield server
+    server.stop()
+
+
+def wait_task(server, task_id, *statuses):
+    return wait_for(lambda: (body := server.request("GET", f"/api/tasks/{task_id}")[2])["status"]
+                    in statuses and body, timeout=60, message=f"task {task_id} to be {statuses}")
+
+
+def test_progress_cancel_time_limit_retry_and_the_article_routes_as_with_threads(celery_server):
+    server = celery_server
+    ready = server.request("GET", "/readyz")
+    assert ready[0] == 200 and ready[2]["runner"].endswith(":publisher")
+    # Progress, then a cancel the task honours.
+    status, _, slow = server.request("POST", "/api/tasks", {"name": "celery_progress",
+                                                           "args": {"name": "slow", "seconds": 30}})
+    assert status == 202
+    wait_for(lambda: server.request("GET", f"/api/tasks/{slow['id']}")[2]["progress"] > 0,
+             message="progress")
+    assert server.request("POST", f"/api/tasks/{slow['id']}/cancel")[0] == 202
+    assert wait_task(server, slow["id"], "cancelled", "failed")["status"] == "cancelled"
+    # A task that ignores its time limit fails, and what it writes is rolled back.
+    stubborn = server.request("POST", "/api/tasks", {"name": "celery_stubborn",
+                                                     "args": {"name": "late", "seconds": 8}})[2]
+    failed = wait_task(server, stubborn["id"], "failed", "succeeded")
+    assert (failed["status"], failed["error"]) == ("failed", "time limit of 0.5s exceeded")
+    # Another attempt after a delay kept in the table: the relay publishes it when due.
+    again = server.request("POST", "/api/tasks", {"name": "celery_retry_once",
+                                                  "args": {"name": "second", "seconds": 0.5}})[2]
+    done = wait_task(server, again["id"], "succeeded", "failed")
+    assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    # The article's routes.
+    for route in ("/user/thread_pool", "/user/thread"):
+        status, headers, body = server.request("GET", route)
+        assert (status, body) == (200, "success")
+        assert wait_task(server, int(headers["Location"].rsplit("/", 1)[1]), "succeeded")
+    users = {u["name"] for u in server.request("GET", "/api/users?page_size=100")[2]}
+    assert users == {"second", "thread pool", "thread"}  # no user from the cancelled or stubborn
+
+
+def test_readyz_says_when_the_broker_is_unreachable_and_submits_still_commit(migrated, tmp_path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = Server(migrated, tmp_path / "web.log", TASK_EXECUTOR="celery",
+                    CELERY_BROKER_URL=dead).start(ready="/healthz")
+    try:
+        status, _, body = server.request("GET", "/readyz")
+        assert status == 503 and body["details"]["broker"].startswith("unreachable")
+        status, _, created = server.request("POST", "/api/tasks", {
+            "name": "create_user", "args": {"name": "x", "age": 1}})
+        assert status == 202  # committed: a relay publishes it once a broker answers
+    finally:
+        server.stop()
+    assert task(created["id"]).published_at is None

@@ -1,0 +1,50 @@
+"""The table side of the Celery executor: claims by id, and what a relay publishes."""
+import datetime as dt
+
+from sqlalchemy import update
+
+from db import delivery, tasks
+from db.models import Task, utcnow
+
+
+def queued(session, count, **values):
+    ids = [tasks.insert_task(session, "noop", {}).id for _ in range(count)]
+    if values:
+        session.execute(update(Task).where(Task.id.in_(ids)).values(**values))
+    session.commit()
+    return ids
+
+
+def test_a_claim_by_ids_takes_only_queued_due_rows_and_never_one_it_already_runs(session):
+    first, second, third = queued(session, 3)
+    later = queued(session, 1, run_after=utcnow() + dt.timedelta(hours=1))[0]
+    claims = delivery.claim_tasks(session, [first, second], "host:1:a")
+    session.commit()
+    assert [claim.id for claim in claims] == [first, second]
+    # A second delivery carrying a task this owner already runs, one new one and one not due.
+    again = delivery.claim_tasks(session, [second, third, later], "host:1:a")
+    session.commit()
+    assert [claim.id for claim in again] == [third]
+    assert delivery.claim_tasks(session, [first, 424242], "host:2:b") == []
+    assert [claim.attempt for claim in claims + again] == [1, 1, 1]
+
+
+def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again(session):
+    now = utcnow()
+    fresh = queued(session, 1, run_after=now)[0]  # its own publisher may be on it still
+    stale = queued(session, 2, run_after=now - dt.timedelta(seconds=10))
+    long_ago = queued(session, 1, run_after=now - dt.timedelta(minutes=5),
+                      published_at=now - dt.timedelta(minutes=5))[0]
+    recent = queued(session, 1, run_after=now - dt.timedelta(minutes=5), published_at=now)[0]
+    not_due = queued(session, 1, run_after=now + dt.timedelta(minutes=5))[0]
+    taken = delivery.take_unpublished(session, 100, republish_after=30, grace=2, now=now)
+    session.commit()
+    assert sorted(task_id for task_id, _ in taken) == sorted(stale + [long_ago])
+    assert delivery.take_unpublished(session, 100, republish_after=30, grace=2, now=now) == []
+    session.commit()
+    assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
+    # Requeued by a retry: unpublished again, so the relay publishes it when due.
+    claim = delivery.claim_tasks(session, [stale[0]], "host:1:a")[0]
+    tasks.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
+    session.commit()
+    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "noop")]
