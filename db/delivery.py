@@ -34,31 +34,48 @@ def claim_tasks(session, task_ids, owner):
     """
     now = utcnow()
     params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
-    if not session.execute(_CLAIM_IDS, params).rowcount:
-        return []
-    return [Claim(*row) for row in session.execute(_CLAIMED_IDS, params)]
+    taken = session.execute(_CLAIM_IDS, params).rowcount
+    claims = [Claim(*row) for row in session.execute(_CLAIMED_IDS, params)] if taken else []
+    if len(claims) < len(params["ids"]):
+        # Queued but not due by this clock (another host's ran ahead, or a retry's delay):
+        # unpublished again, so a relay sends it when it is due, not CELERY_REPUBLISH_AFTER later.
+        session.execute(by_primary_key(
+            update(Task).where(Task.id.in_(params["ids"]), Task.status == QUEUED, Task.run_after > now)
+            .values(published_at=None).execution_options(synchronize_session=False)))
+    return claims
 
 
 def mark_published(session, task_ids):
-    """Note that these tasks' ids were just handed to the broker."""
+    """Note that these tasks' ids are being handed to the broker."""
+    _set_published(session, task_ids, utcnow())
+
+
+def unmark_published(session, task_ids):
+    """A publish failed: these tasks wait for a relay again."""
+    _set_published(session, task_ids, None)
+
+
+def _set_published(session, task_ids, when):
     if task_ids:
         session.execute(by_primary_key(
             update(Task).where(Task.id.in_(task_ids), Task.status == QUEUED)
-            .values(published_at=utcnow()).execution_options(synchronize_session=False)))
+            .values(published_at=when).execution_options(synchronize_session=False)))
 
 
 def take_unpublished(session, limit, republish_after, grace, now=None):
     """Mark due queued tasks published and return [(id, name)]: those never published
     (grace seconds after they became due, so a publish in flight is not doubled) and
-    those published more than republish_after seconds ago and still not claimed.
+    those published more than republish_after seconds ago and still not claimed
+    (republish_after=None: not those).
 
     Relays running at once take different rows (SKIP LOCKED on MySQL, RETURNING
     under SQLite's single writer); a row taken twice anyway is claimed once.
     """
     now = now or utcnow()
-    due = (Task.status == QUEUED, Task.run_after <= now, or_(
-        (Task.published_at.is_(None)) & (Task.run_after <= now - dt.timedelta(seconds=grace)),
-        Task.published_at < now - dt.timedelta(seconds=republish_after)))
+    unpublished = Task.published_at.is_(None) & (Task.run_after <= now - dt.timedelta(seconds=grace))
+    if republish_after is not None:
+        unpublished = or_(unpublished, Task.published_at < now - dt.timedelta(seconds=republish_after))
+    due = (Task.status == QUEUED, Task.run_after <= now, unpublished)
     pick = select(Task.id).where(*due).order_by(Task.run_after, Task.id).limit(limit)
     if dialect_of(session).claim_returning:
         rows = session.execute(

@@ -288,3 +288,22 @@ def test_readyz_says_when_the_broker_is_unreachable_and_submits_still_commit(mig
     finally:
         server.stop()
     assert task(created["id"]).published_at is None
+
+
+def test_a_fresh_worker_takes_back_what_a_dead_one_left_running(migrated, workers):
+    """Nothing new is submitted: the worker's upkeep starts with it, not with its first task."""
+    from db.models import utcnow
+    import datetime as dt
+
+    url = BROKERS["redis"]
+    empty_broker(url)
+    with db.session_scope() as session:  # claimed by a worker that died long ago
+        task_id = submit.enqueue(session, "create_user", {"name": "orphan", "age": 1}).id
+    with db.session_scope() as session:
+        session.execute(Task.__table__.update().where(Task.id == task_id).values(
+            status="running", owner="gone:1:dead", attempts=1, started_at=utcnow(),
+            heartbeat_at=utcnow() - dt.timedelta(minutes=5), published_at=utcnow()))
+    workers(migrated, url)
+    done = wait_for(lambda: (row := task(task_id)).status == "succeeded" and row, timeout=30,
+                    message="the orphan to run")
+    assert done.attempts == 2 and counts()[1:] == (1, 1)

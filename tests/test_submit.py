@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import pytest
+from sqlalchemy import select
 
 from db import session_scope, users
 from db.models import Task, User
@@ -101,3 +102,53 @@ def test_the_task_system_runs_without_flask(empty_db):
     status, flask_loaded = done.stdout.strip().splitlines()[-2:]
     assert status == "succeeded"
     assert flask_loaded == "False []"
+
+
+def test_a_released_savepoint_announces_nothing_until_the_outer_commit(session, told):
+    first = submit.enqueue(session, "noop", {})
+    savepoint = session.begin_nested()
+    second = submit.enqueue(session, "noop", {})
+    savepoint.commit()
+    assert told == []  # RELEASE SAVEPOINT commits nothing
+    session.commit()
+    assert [task.id for task in told[0][0]] == [first.id, second.id] and told[0][1] == [True, True]
+
+
+def test_a_savepoint_rolled_back_keeps_the_outer_transactions_tasks(session, told):
+    first = submit.enqueue(session, "noop", {})
+    savepoint = session.begin_nested()
+    submit.enqueue(session, "noop", {})
+    savepoint.rollback()
+    session.commit()
+    assert count_rows(Task) == 1
+    announced, visible = told[0]
+    assert first.id in [task.id for task in announced] and visible[0] is True
+
+
+def test_one_transaction_cannot_queue_past_the_bound(session):
+    submit.configure(3)
+    for _ in range(3):
+        submit.enqueue(session, "noop", {})
+    with pytest.raises(submit.QueueFull):
+        submit.enqueue(session, "noop", {})  # three are pending in this very transaction
+    session.rollback()
+    assert count_rows(Task) == 0
+
+
+def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
+    from db import tasks
+    from db.models import FAILED
+    from service.runner import manage
+    from sqlalchemy import update
+
+    ids = [submit.enqueue(session, "noop", {}).id for _ in range(4)]
+    session.execute(update(Task).where(Task.id.in_(ids)).values(status=FAILED))
+    session.commit()
+    submit.configure(2)  # room for two retries: the 4 failed ones are not queued
+    matched, retried = manage.retry_matching(session, status=FAILED)
+    assert (matched, retried) == (4, 2)
+    with session_scope() as other:
+        marks = other.execute(select(Task.id, Task.retried_by).where(Task.id.in_(ids))).all()
+    assert sorted(mark is None for _, mark in marks) == [False, False, True, True]
+    assert all(mark != 0 for _, mark in marks)  # none left half-retried
+    assert tasks.count_retryable(session, FAILED) == 2

@@ -1,52 +1,29 @@
 """The Celery executor: a broker carries task ids, the tasks table stays the record.
 
-Web side (CeleryExecutor): after a commit that queued tasks, their ids are
-published to the task queue; a publish that fails is left to a relay. Worker
-side (`celery -A service.runner.celery worker`, make celery-worker): the one
-Celery task, run_tasks(ids), claims its rows with the same fenced, conditional
-UPDATE as the thread pool (only queued, due rows), runs each through
-service.runner.attempt (the task's writes commit with its final status,
-Session.remove() after it on every path) and keeps leases alive like the
-thread pool does (service.runner.upkeep). There is no result backend and no
-Flask app context: the row is the result.
-
-Each worker's main process runs a relay: every second it publishes queued,
-due rows that were never published (the publisher died between commit and
-publish, the broker was down, the task was delayed or retried: delays live in
-the table, never as Celery ETAs), and again those published long ago but never
-claimed (a broker that lost its messages). Any number of relays may run; a
-duplicate delivery claims nothing. acks_late and reject_on_worker_lost put
-back the message of a worker that died; its row comes back after its lease.
+This module is the Celery app (`celery -A service.runner.celery worker`), its one
+task and the publishing side: after a commit that queued tasks, CeleryExecutor
+publishes their ids; a publish that fails is left to a relay. The worker side
+(claiming, running, upkeep, the relay) is service.runner.celery_worker. There
+is no result backend and no Flask app context: the row is the result.
 """
 import logging
 import os
 import socket
 import threading
 import time
-import uuid
 
-from celery import Celery, signals
+from celery import Celery
 from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
-import db
-from db import HeldConnection, delivery, session_scope
-from db.models import Task, utcnow
-from service import logs
-from service.config import load_config
+from db import delivery, session_scope
+from db.models import utcnow
 from service.runner import submit
-from service.runner.attempt import Attempt, run_attempt
-from service.runner.config import RunnerConfig
 from service.runner.executor import Executor
-from service.runner.registry import load_task_modules
-from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
 QUEUE = "tasks"  # the Celery queue every task's id goes to
-RELAY_INTERVAL = 1.0  # seconds between a relay's looks for rows to publish
-RELAY_GRACE = 2.0  # seconds a due, unpublished row is left to its own publisher first
-RELAY_BATCH = 500
 MESSAGE_BATCH = 16  # ids one message carries at most: tasks committed together, claimed together
 BROKER_CHECK_EVERY = 5.0  # seconds /readyz trusts its last look at the broker
 
@@ -62,6 +39,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_timeout=2,
     broker_transport_options={
+        "socket_timeout": 5,  # a broker that stops answering must not hold a request thread
         # Redis only: a message unacknowledged this long is delivered again. Tasks are
         # published when due (no ETAs), and a second delivery of a running task claims nothing.
         "visibility_timeout": 3600,
@@ -100,6 +78,8 @@ def configure(config):
 @app.task(name="service.run_tasks", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_tasks(task_ids):
     """Claim these tasks by id and run those that are ours, one after another (a Celery worker runs this)."""
+    from service.runner.celery_worker import WorkerProcess
+
     WorkerProcess.here().run(task_ids)
 
 
@@ -124,14 +104,16 @@ class CeleryExecutor(Executor):
         self.owner = None
         self._pid = None
         self._checked = (0.0, {})  # (when, problems) of the last look at the broker
+        self._lock = threading.Lock()
         configure(config)
 
     def start(self):
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:publisher"
-        submit.on_commit(self._publish_committed)
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self.owner = f"{socket.gethostname()}:{os.getpid()}:publisher"
+            submit.on_commit(publish_committed)
 
     def ensure_started(self):
         if self._pid != os.getpid():
@@ -141,7 +123,7 @@ class CeleryExecutor(Executor):
         return self._pid == os.getpid()
 
     def stop(self, grace=None):
-        submit.remove_listener(self._publish_committed)
+        submit.remove_listener(publish_committed)
         self._pid = None
 
     def problems(self):
@@ -157,162 +139,27 @@ class CeleryExecutor(Executor):
             self._checked = (time.monotonic(), problems)
         return {**super().problems(), **problems}
 
-    def _publish_committed(self, added):
-        """After the commit: publish what is due now; the rest (and any failure) is the relay's."""
-        now = utcnow()
-        due = [task.id for task in added if task.run_after is None or task.run_after <= now]
-        if not due:
-            return
-        try:
-            publish(due)
-        except Exception as error:
-            log.warning("could not publish tasks %s (%s); a relay will", due, error)
-            return
-        with session_scope() as session:
-            delivery.mark_published(session, due)
 
+def publish_committed(added):
+    """After a commit: publish the ids of what is due now; the rest (and any failure) is a relay's.
 
-class WorkerProcess:
-    """One OS process of a Celery worker: its settings, engine, running attempts and upkeep."""
-
-    _current = None
-
-    @classmethod
-    def here(cls):
-        """This process's WorkerProcess, made on the first task it runs (after any fork)."""
-        if cls._current is None or cls._current.pid != os.getpid():
-            cls._current = cls(workers=_pool_size())
-        return cls._current
-
-    def __init__(self, workers):
-        settings = _settings()
-        self.pid = os.getpid()
-        self.config = RunnerConfig.from_settings({**settings, "TASK_WORKERS": workers})
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.attempts = {}  # task id -> Attempt running in this process
-        self.lock = threading.Lock()
-        self.upkeep = Upkeep(self.owner, self.config, self.held)
-        threading.Thread(target=self.keep, name="task-upkeep", daemon=True).start()
-        log.info("celery worker process %s runs tasks", self.owner)
-
-    def held(self):
-        with self.lock:
-            return list(self.attempts.values())
-
-    def run(self, task_ids):
-        """Claim the rows (committed before any runs) and run those that are ours, in order."""
-        with session_scope() as session:
-            claims = delivery.claim_tasks(session, task_ids, self.owner)
-        if len(claims) < len(task_ids):
-            log.debug("of tasks %s only %d were queued and due: the rest ignored", task_ids, len(claims))
-        attempts = [Attempt(claim) for claim in claims]
-        with self.lock:
-            self.attempts.update((attempt.claim.id, attempt) for attempt in attempts)
-        with HeldConnection():  # one connection for the batch: no checkout or ping per task
-            for attempt in attempts:
-                try:
-                    run_attempt(attempt, self.owner, self.config)
-                finally:
-                    with self.lock:
-                        self.attempts.pop(attempt.claim.id, None)
-
-    def keep(self):
-        """Upkeep thread: time limits and progress each poll interval, leases each heartbeat."""
-        next_beat = 0.0
-        while True:
-            try:
-                self.upkeep.tick()
-                if time.monotonic() >= next_beat:
-                    self.upkeep.beat()
-                    next_beat = time.monotonic() + self.config.heartbeat
-            except Exception:
-                log.exception("celery worker process %s: database error in upkeep", self.owner)
-            time.sleep(self.config.poll_interval)
-
-
-def relay(stop, republish_after):
-    """Relay thread of a worker's main process: publish what was never (or long ago) published."""
-    while not stop.wait(RELAY_INTERVAL):
-        try:
-            while True:
-                with session_scope() as session:
-                    rows = delivery.take_unpublished(session, RELAY_BATCH, republish_after, RELAY_GRACE)
-                if rows:
-                    _relay(rows)
-                if len(rows) < RELAY_BATCH:
-                    break
-        except Exception:
-            log.exception("relay: could not look for unpublished tasks")
-
-
-def _relay(rows):
-    ids = [task_id for task_id, _ in rows]
+    The rows are marked published first, so that a fast task requeued meanwhile
+    comes back unmarked; a publish that fails unmarks them again.
+    """
+    now = utcnow()
+    due = [task.id for task in added if task.run_after is None or task.run_after <= now]
+    if not due:
+        return
+    with session_scope() as session:
+        delivery.mark_published(session, due)
     try:
-        publish(ids)
-        log.info("relay published %d tasks", len(ids))
+        publish(due)
     except Exception as error:
-        log.warning("relay could not publish %d tasks (%s); trying again shortly", len(ids), error)
-        with session_scope() as session:  # not published after all: the next look takes them
-            session.execute(Task.__table__.update().where(Task.id.in_(ids)).values(published_at=None))
+        log.warning("could not publish tasks %s (%s); a relay will", due, error)
+        with session_scope() as session:
+            delivery.unmark_published(session, due)
 
 
-_state = {}  # what worker_init learned: the settings and the pool's size
-
-
-def _settings():
-    if "settings" not in _state:
-        _start_process(load_config(os.environ))
-    return _state["settings"]
-
-
-def _pool_size():
-    """Tasks one process runs at once: the pool's size in a threads pool, one in a prefork child."""
-    if _state.get("main_pid") not in (None, os.getpid()):
-        return 1
-    return _state.get("concurrency") or 1
-
-
-def _start_process(settings):
-    """Logging, the engine and the submit bound for this process (the signals call it)."""
-    _state["settings"] = settings
-    logs.configure(settings)
-    submit.configure(settings["TASK_MAX_QUEUED"])
-    workers = settings["TASK_WORKERS"] or 1
-    db.init_engine(settings["DATABASE_URL"], pool_size=workers + 2, max_overflow=workers + 2)
-    configure(RunnerConfig.from_settings(settings))
-
-
-@signals.worker_init.connect
-def _worker_init(sender=None, **kwargs):
-    """The worker's main process, before its pool starts: settings, engine, the relay."""
-    settings = load_config(os.environ)
-    load_task_modules(settings)
-    _start_process(settings)
-    _state["main_pid"] = os.getpid()
-    _state["concurrency"] = getattr(sender, "concurrency", None)
-    stop = threading.Event()
-    _state["relay_stop"] = stop
-    threading.Thread(target=relay, args=(stop, settings["CELERY_REPUBLISH_AFTER"]), name="task-relay",
-                     daemon=True).start()
-
-
-@signals.worker_process_init.connect
-def _worker_process_init(**kwargs):
-    """A prefork child: never share the parent's pooled connections."""
-    db.get_engine().dispose(close=False)
-
-
-@signals.worker_shutdown.connect
-def _worker_shutdown(**kwargs):
-    """A clean stop: the relay ends, and this process leaves the runners table."""
-    stop = _state.get("relay_stop")
-    if stop is not None:
-        stop.set()
-    _worker_process_shutdown()
-
-
-@signals.worker_process_shutdown.connect
-def _worker_process_shutdown(**kwargs):
-    current = WorkerProcess._current
-    if current is not None and current.pid == os.getpid():
-        current.upkeep.forget()
+# The worker's signals (its engine, processes and relay) come with the app: `celery -A
+# service.runner.celery` imports this module only.
+from service.runner import celery_worker  # noqa: E402,F401

@@ -6,7 +6,7 @@ attempt keeps its error and traceback and can be retried only once.
 """
 from db import tasks
 from service import metrics
-from service.runner.submit import QueueFull, check_task, enqueue
+from service.runner.submit import QueueFull, add_checked, check_task
 from service.runner.registry import InvalidArguments, UnknownTask
 
 CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long
@@ -28,11 +28,12 @@ def retry_task(session, task_id):
         raise NotRetryable(f"task {task_id} is {old.status}; only failed or cancelled tasks can be retried")
     if old.retried_by is not None:
         raise NotRetryable(f"task {task_id} was retried already, as task {old.retried_by}")
-    check_task(session, old.name, old.args)
+    spec, stored_args = check_task(session, old.name, old.args)
     if not tasks.claim_retry(session, task_id):  # another request retried it meanwhile
         raise NotRetryable(f"task {task_id} was retried already")
-    new = enqueue(session, old.name, old.args, max_attempts=old.max_attempts,
-                  time_limit=old.time_limit, retry_of=old.id)
+    # No second check after that write: a full queue there would leave it marked retried.
+    new = add_checked(session, spec, stored_args, max_attempts=old.max_attempts,
+                      time_limit=old.time_limit, retry_of=old.id)
     tasks.set_retry(session, task_id, new.id)
     return new
 

@@ -58,13 +58,13 @@ class Backlog:
         self._counted_at = None
 
     def check(self, session):
-        """Raise QueueFull if the backlog is at its limit."""
+        """Raise QueueFull if the backlog is at its limit, counting what session has queued but not committed."""
         now = time.monotonic()
         if self._counted_at is None or now - self._counted_at > self.max_age:
             count = tasks.count_queued(session)
             with self._lock:
                 self._count, self._counted_at = count, now
-        if self._count >= self.limit:
+        if self._count + len(session.info.get(PENDING, ())) >= self.limit:
             raise QueueFull(self.limit)
 
     def added(self, n=1):
@@ -90,6 +90,13 @@ def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, tim
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
     """
     spec, stored_args = check_task(session, name, args)
+    return add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of)
+
+
+def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
+                time_limit=None, retry_of=None):
+    """Add the row of a task check_task() allowed (manage.retry_task writes in between)."""
+    name = spec.name
     run_after = start_time(delay, run_at)
     task = tasks.insert_task(
         session,
@@ -143,6 +150,8 @@ def remove_listener(listener):
 
 @event.listens_for(session_factory, "after_commit")
 def _committed(session):
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     added = session.info.pop(PENDING, None)
     if not added:
         return
@@ -158,6 +167,12 @@ def _committed(session):
             log.exception("after-commit listener %r failed; the tasks stay queued", listener)
 
 
-@event.listens_for(session_factory, "after_rollback")
-def _rolled_back(session):
-    session.info.pop(PENDING, None)
+@event.listens_for(session_factory, "after_transaction_end")
+def _ended(session, transaction):
+    """The outermost transaction ended without a commit (after_commit took the list): forget.
+
+    Back to a savepoint, the outer transaction goes on and its tasks stay pending (one added
+    inside the savepoint is announced with them, and claims nothing where it is looked for).
+    """
+    if transaction.parent is None:
+        session.info.pop(PENDING, None)

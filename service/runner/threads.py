@@ -3,7 +3,7 @@
 A dispatcher thread claims due rows (a batch at a time, fenced so two
 processes never take the same row) for a fixed number of worker threads, and
 keeps this process's upkeep (service.runner.upkeep); tasks submitted in this
-process wake it after their commit (service.runner.enqueue).
+process wake it after their commit (service.runner.submit).
 """
 import contextlib
 import logging

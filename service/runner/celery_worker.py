@@ -1,0 +1,228 @@
+"""The worker side of the Celery executor: each process that runs tasks, its upkeep and relay.
+
+A WorkerProcess is made in every process that runs tasks (the main process
+with the threads or solo pool, each child with prefork), as soon as it
+starts: it claims the rows of the ids it is handed with the same fenced,
+conditional UPDATE as the thread pool (only queued, due rows, never one it
+already runs), runs each through service.runner.attempt (the task's writes
+commit with its final status, Session.remove() after it on every path), and
+keeps an upkeep thread (leases, time limits, progress, cancel flags, lost
+leases, counts) and a relay thread. Nothing starts threads in a process that
+forks later (the prefork parent).
+
+The relay publishes, every second, queued and due rows that were never
+published (the broker was down at submit, the publisher died between commit
+and publish, the task was delayed or retried: delays live in the table, never
+as Celery ETAs) and, while the broker's queue is empty, those published more
+than CELERY_REPUBLISH_AFTER ago and still not claimed (a broker that lost its
+messages). Any number of relays may run; a duplicate delivery claims nothing.
+"""
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from amqp.exceptions import ChannelError
+from celery import signals
+
+import db
+from db import HeldConnection, delivery, session_scope
+from service import logs
+from service.config import load_config
+from service.runner import outcomes, submit
+from service.runner.attempt import Attempt, run_attempt
+from service.runner.celery import QUEUE, app, configure, publish, publish_committed
+from service.runner.config import RunnerConfig
+from service.runner.registry import load_task_modules
+from service.runner.upkeep import Upkeep
+
+log = logging.getLogger(__name__)
+
+RELAY_INTERVAL = 1.0  # seconds between a relay's looks for rows to publish
+RELAY_GRACE = 2.0  # seconds a due, unpublished row is left to its own publisher first
+RELAY_BATCH = 500
+
+_state = {}  # what the signals learned: the settings, the main process, the pool's size
+
+
+class WorkerProcess:
+    """One OS process of a Celery worker that runs tasks: its attempts, upkeep and relay."""
+
+    _current = None
+    _making = threading.Lock()
+
+    @classmethod
+    def here(cls):
+        """This process's WorkerProcess (made once per process, after any fork)."""
+        with cls._making:
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls(workers=_pool_size())
+            return cls._current
+
+    def __init__(self, workers):
+        settings = _settings()
+        self.pid = os.getpid()
+        self.config = RunnerConfig.from_settings({**settings, "TASK_WORKERS": workers})
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.attempts = {}  # task id -> Attempt claimed by this process
+        self.lock = threading.Lock()
+        self.upkeep = Upkeep(self.owner, self.config, self.held)
+        self.stopping = threading.Event()
+        submit.on_commit(publish_committed)  # tasks that tasks submit go out at once
+        threading.Thread(target=self.keep, name="task-upkeep", daemon=True).start()
+        threading.Thread(target=self.relay, name="task-relay", daemon=True).start()
+        log.info("celery worker process %s runs tasks (%d at once)", self.owner, workers)
+
+    def held(self):
+        with self.lock:
+            return list(self.attempts.values())
+
+    def run(self, task_ids):
+        """Claim the rows (committed before any runs) and run those that are ours, in order.
+
+        A claimed row that does not get to run (an error between tasks) goes
+        straight back to the queue, its attempt not counted.
+        """
+        with self.lock:
+            task_ids = [task_id for task_id in task_ids if task_id not in self.attempts]
+        if not task_ids:
+            return
+        with session_scope() as session:
+            claims = delivery.claim_tasks(session, task_ids, self.owner)
+        attempts = [Attempt(claim) for claim in claims]
+        with self.lock:
+            self.attempts.update((attempt.claim.id, attempt) for attempt in attempts)
+        unstarted = list(attempts)
+        try:
+            with HeldConnection():  # one connection for the batch: no checkout or ping per task
+                while unstarted:
+                    attempt = unstarted.pop(0)
+                    try:
+                        run_attempt(attempt, self.owner, self.config)
+                    finally:
+                        self._drop(attempt)
+        finally:
+            if unstarted:
+                outcomes.released(unstarted, self.owner)
+                for attempt in unstarted:
+                    self._drop(attempt)
+
+    def _drop(self, attempt):
+        with self.lock:
+            if self.attempts.get(attempt.claim.id) is attempt:
+                del self.attempts[attempt.claim.id]
+
+    def keep(self):
+        """Upkeep thread: time limits and progress each poll interval, leases each heartbeat."""
+        next_beat = 0.0
+        while not self.stopping.wait(self.config.poll_interval):
+            try:
+                self.upkeep.tick()
+                if time.monotonic() >= next_beat:
+                    self.upkeep.beat()
+                    next_beat = time.monotonic() + self.config.heartbeat
+            except Exception:
+                log.exception("celery worker process %s: database error in upkeep", self.owner)
+
+    def relay(self):
+        """Relay thread: publish what was never published, or long ago and still waits."""
+        while not self.stopping.wait(RELAY_INTERVAL):
+            try:
+                republish_after = None if _queue_depth() else self.config.republish_after
+                while relay_once(republish_after) == RELAY_BATCH:
+                    pass
+            except Exception:
+                log.exception("relay: could not look for unpublished tasks")
+
+    def stop(self):
+        """A clean stop: threads end, unstarted claims go back, the runners table forgets us."""
+        self.stopping.set()
+        submit.remove_listener(publish_committed)
+        self.upkeep.forget()
+
+
+def relay_once(republish_after):
+    """Publish one batch of rows that need it; return how many were taken (0 after a failed publish)."""
+    with session_scope() as session:
+        rows = delivery.take_unpublished(session, RELAY_BATCH, republish_after, RELAY_GRACE)
+    if not rows:
+        return 0
+    ids = [task_id for task_id, _ in rows]
+    try:
+        publish(ids)
+    except Exception as error:
+        log.warning("relay could not publish %d tasks (%s); trying again shortly", len(ids), error)
+        with session_scope() as session:  # not published after all: the next look takes them
+            delivery.unmark_published(session, ids)
+        return 0
+    log.info("relay published %d tasks", len(ids))
+    return len(rows)
+
+
+def _queue_depth():
+    """Messages waiting in the broker's task queue: while there are, an unclaimed row is likely among them."""
+    with app.connection_for_write() as connection:
+        try:
+            return connection.default_channel.queue_declare(QUEUE, passive=True).message_count
+        except ChannelError:  # no such queue: on Redis, an empty one
+            return 0
+
+
+def _settings():
+    if "settings" not in _state:
+        _start_process(load_config(os.environ), concurrency=None)
+    return _state["settings"]
+
+
+def _pool_size():
+    """Tasks one process runs at once: the pool's size in the main process, one in a prefork child."""
+    if _state.get("main_pid") not in (None, os.getpid()):
+        return 1
+    return _state.get("concurrency") or 1
+
+
+def _start_process(settings, concurrency):
+    """Logging, task modules, the engine (sized for the pool) and the broker, for this worker."""
+    _state["settings"] = settings
+    logs.configure(settings)
+    load_task_modules(settings)
+    submit.configure(settings["TASK_MAX_QUEUED"])
+    # A held connection per pool thread, plus claims, upkeep and the relay.
+    connections = (concurrency or settings["TASK_WORKERS"] or 1) + 4
+    db.init_engine(settings["DATABASE_URL"], pool_size=connections, max_overflow=connections)
+    configure(RunnerConfig.from_settings(settings))
+
+
+@signals.worker_init.connect
+def _worker_init(sender=None, **kwargs):
+    """The worker's main process, before its pool starts: settings, task modules, the engine."""
+    _state["main_pid"] = os.getpid()
+    _state["concurrency"] = getattr(sender, "concurrency", None)
+    pool = getattr(sender, "pool_cls", "")
+    _state["prefork"] = "prefork" in getattr(pool, "__module__", str(pool))
+    _start_process(load_config(os.environ), _state["concurrency"])
+
+
+@signals.worker_ready.connect
+def _worker_ready(sender=None, **kwargs):
+    """With the threads or solo pool the main process runs the tasks: start its WorkerProcess now,
+    so leases of dead workers are taken back even before the first task comes."""
+    if not _state.get("prefork"):
+        WorkerProcess.here()
+
+
+@signals.worker_process_init.connect
+def _worker_process_init(**kwargs):
+    """A prefork child: never share the parent's pooled connections; start its WorkerProcess."""
+    db.get_engine().dispose(close=False)
+    WorkerProcess.here()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _worker_stopped(**kwargs):
+    current = WorkerProcess._current
+    if current is not None and current.pid == os.getpid():
+        current.stop()
