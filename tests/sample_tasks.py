@@ -110,3 +110,17 @@ def drop_connection(ctx):
 def write_through_bind(ctx):
     """Write a user on the connection the Session runs on, not through the Session."""
     Session.get_bind().execute(insert(User).values(name="through bind", age=1))
+
+
+@task("timeouts", schema=Times, max_attempts=5, retry_on=(TimeoutError, ConnectionError))
+def timeouts(ctx, times, delay):
+    """Time out on the first `times` attempts (retried); then write and succeed."""
+    if ctx.attempt <= times:
+        raise TimeoutError(f"upstream timed out on attempt {ctx.attempt}")
+    return users.create_user(Session, name=f"after {ctx.attempt}", age=ctx.attempt).id
+
+
+@task("wrong_value", schema=NoArgs, max_attempts=5, retry_on=(TimeoutError,))
+def wrong_value(ctx):
+    """An error not in retry_on: fails at once."""
+    raise ValueError("not a timeout")

@@ -307,3 +307,16 @@ def test_a_fresh_worker_takes_back_what_a_dead_one_left_running(migrated, worker
     done = wait_for(lambda: (row := task(task_id)).status == "succeeded" and row, timeout=30,
                     message="the orphan to run")
     assert done.attempts == 2 and counts()[1:] == (1, 1)
+
+
+def test_the_prefork_pool_runs_tasks_once_too(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    workers(migrated, url, pool="prefork", concurrency=2)
+    publisher(url)
+    submit_users(300, prefix="f")
+    all_done(300)
+    assert_each_ran_once(300)
+    with db.session_scope() as session:
+        pids = {owner.split(":")[1] for owner in session.scalars(select(Task.owner))}
+    assert len(pids) == 2  # both children ran tasks, each its own process with its own upkeep

@@ -520,3 +520,22 @@ def test_a_failed_checkout_for_a_held_connection_is_left_to_the_task(make_runner
     row = wait_finished([task_id])[task_id]
     assert refused == ["task-worker-0"]
     assert (row.status, row.attempts) == ("succeeded", 1), row.error
+
+
+def test_errors_named_in_retry_on_get_more_attempts_and_others_fail_at_once(runner):
+    retried = enqueue(runner, "timeouts", {"times": 2})
+    failed = enqueue(runner, "wrong_value")
+    rows = wait_finished([retried, failed])
+    assert (rows[retried].status, rows[retried].attempts) == ("succeeded", 3)
+    assert (rows[failed].status, rows[failed].attempts) == ("failed", 1)
+    assert "ValueError: not a timeout" in rows[failed].error
+    assert users_named("after 3") == 1
+
+
+def test_retry_on_takes_exception_classes_only():
+    from marshmallow import Schema
+
+    from service.runner import task
+
+    with pytest.raises(TypeError, match="retry_on"):
+        task("bad_retry_on", schema=Schema, retry_on=("TimeoutError",))

@@ -43,6 +43,7 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
     claim = attempt.claim
     metrics.observe_start(claim.name, claim.run_after)
     logged = logs.running(claim, owner)
+    spec = None
     try:
         spec = registry.get(claim.name)
         attempt.ctx.raise_if_cancelled()
@@ -65,7 +66,7 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
         Session.rollback()
         tb = traceback.format_exc()
         message = f"{type(error).__name__}: {error}"
-        if is_transient(error):
+        if is_transient(error) or (spec is not None and isinstance(error, spec.retry_on)):
             outcomes.retried_or_failed(attempt, owner, message, tb, config)
         else:
             log.error("task %s (%s) failed:\n%s", claim.id, claim.name, tb)

@@ -31,6 +31,7 @@ class TaskSpec:
     schema: Schema
     max_attempts: int
     time_limit: float | None
+    retry_on: tuple = ()  # exception types that get another attempt, with backoff
 
     def load_args(self, args):
         """Validate args against the schema; return the loaded values."""
@@ -50,13 +51,21 @@ class TaskRegistry:
     def __init__(self):
         self._specs = {}
 
-    def task(self, name, schema, max_attempts=3, time_limit=None):
-        """Register the decorated function fn(ctx, **args) under name."""
+    def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=()):
+        """Register the decorated function fn(ctx, **args) under name.
+
+        retry_on: exception types (a tuple) after which the task gets another
+        attempt with backoff while attempts remain; any other exception fails
+        it at once. Transient database errors always get one.
+        """
+        retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+        if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
+            raise TypeError(f"task {name!r}: retry_on takes exception classes, got {retry_on!r}")
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
-            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit)
+            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on)
             return fn
 
         return register
