@@ -21,9 +21,22 @@ def url():
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Compare only what the models make on this database (db.models.sqlite_only)."""
+    """Compare only what the models make on this database (db.models.sqlite_only), and
+    leave out what alembic cannot compare (info compare=False: its test checks it)."""
+    if type_ != "index":
+        return True
+    model = obj if not reflected else compare_to
+    if model is not None and model.info.get("compare") is False:
+        return False
+    if reflected and compare_to is None and name in _uncompared():
+        return False
     dialect = context.get_context().dialect.name
-    return obj.info.get("dialect", dialect) == dialect if type_ == "index" else True
+    return obj.info.get("dialect", dialect) == dialect
+
+
+def _uncompared():
+    return {ix.name for table in target_metadata.tables.values() for ix in table.indexes
+            if ix.info.get("compare") is False}
 
 
 def run_migrations_offline():

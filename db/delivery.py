@@ -10,14 +10,15 @@ from sqlalchemy import bindparam, or_, select, update
 
 from db.dialect import by_primary_key, dialect_of
 from db.models import QUEUED, RUNNING, Task, utcnow
-from db.tasks import _CLAIM_COLUMNS, _CLAIM_VALUES, Claim
+from db.tasks import _CLAIM_COLUMNS, _CLAIM_VALUES, _PAUSED, Claim
 
 _c = Task.__table__.c
 
 _CLAIM_IDS = by_primary_key(
     update(Task.__table__)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED,
-           _c.run_after <= bindparam("now", type_=_c.run_after.type))
+           _c.run_after <= bindparam("now", type_=_c.run_after.type),
+           _c.queue.not_in(_PAUSED.scalar_subquery()))
     .values(**_CLAIM_VALUES)
 )
 _CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
@@ -27,20 +28,22 @@ _CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
 
 
 def claim_tasks(session, task_ids, owner):
-    """Mark those of task_ids that are queued and due running for owner; return their Claims.
+    """Mark those of task_ids that are queued, due and not in a paused queue running for
+    owner; return their Claims.
 
-    The others (running, finished, not due, unknown) are not ours to run: a
-    duplicate or stray delivery claims nothing.
+    The others (running, finished, not due, paused, unknown) are not ours to
+    run: a duplicate or stray delivery claims nothing.
     """
     now = utcnow()
     params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
     taken = session.execute(_CLAIM_IDS, params).rowcount
     claims = [Claim(*row) for row in session.execute(_CLAIMED_IDS, params)] if taken else []
     if len(claims) < len(params["ids"]):
-        # Queued but not due by this clock (another host's ran ahead, or a retry's delay):
-        # unpublished again, so a relay sends it when it is due, not CELERY_REPUBLISH_AFTER later.
+        # Still queued: not due by this clock (another host's ran ahead, or a retry's delay) or
+        # its queue is paused. Unpublished again, so a relay sends it when it is due or its
+        # queue resumes, not CELERY_REPUBLISH_AFTER later.
         session.execute(by_primary_key(
-            update(Task).where(Task.id.in_(params["ids"]), Task.status == QUEUED, Task.run_after > now)
+            update(Task).where(Task.id.in_(params["ids"]), Task.status == QUEUED)
             .values(published_at=None).execution_options(synchronize_session=False)))
     return claims
 
@@ -63,10 +66,11 @@ def _set_published(session, task_ids, when):
 
 
 def take_unpublished(session, limit, republish_after, grace, now=None):
-    """Mark due queued tasks published and return [(id, name)]: those never published
+    """Mark due queued tasks published and return [(id, queue)]: those never published
     (grace seconds after they became due, so a publish in flight is not doubled) and
     those published more than republish_after seconds ago and still not claimed
-    (republish_after=None: not those).
+    (republish_after=None: not those); never those of a paused queue; highest
+    priority first.
 
     Relays running at once take different rows (SKIP LOCKED on MySQL, RETURNING
     under SQLite's single writer); a row taken twice anyway is claimed once.
@@ -75,15 +79,18 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     unpublished = Task.published_at.is_(None) & (Task.run_after <= now - dt.timedelta(seconds=grace))
     if republish_after is not None:
         unpublished = or_(unpublished, Task.published_at < now - dt.timedelta(seconds=republish_after))
-    due = (Task.status == QUEUED, Task.run_after <= now, unpublished)
-    pick = select(Task.id).where(*due).order_by(Task.run_after, Task.id).limit(limit)
+    due = (Task.status == QUEUED, Task.run_after <= now, unpublished,
+           Task.queue.not_in(_PAUSED.scalar_subquery()))
+    pick = (select(Task.id).where(*due)
+            .order_by(Task.priority.desc(), Task.run_after, Task.id).limit(limit))
     if dialect_of(session).claim_returning:
         rows = session.execute(
             update(Task).where(Task.id.in_(pick.scalar_subquery()), *due)
-            .values(published_at=now).returning(Task.id, Task.name)
+            .values(published_at=now).returning(Task.id, Task.queue, Task.priority, Task.run_after)
             .execution_options(synchronize_session=False)).all()
-        return sorted(tuple(row) for row in rows)
-    rows = session.execute(pick.add_columns(Task.name).with_for_update(skip_locked=True)).all()
+        rows.sort(key=lambda row: (-row.priority, row.run_after, row.id))  # RETURNING has no order
+        return [(row.id, row.queue) for row in rows]
+    rows = session.execute(pick.add_columns(Task.queue).with_for_update(skip_locked=True)).all()
     if rows:
         mark_published(session, [row.id for row in rows])
-    return [(row.id, row.name) for row in rows]
+    return [(row.id, row.queue) for row in rows]

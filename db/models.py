@@ -13,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    desc,
     event,
     text,
 )
@@ -39,6 +40,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 )
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED)
+DEFAULT_QUEUE = "default"
 
 # Ids are INTEGER columns: MySQL's signed INT holds up to 2**31 - 1 (SQLite more).
 MAX_ID = 2**31 - 1
@@ -81,12 +83,15 @@ class Task(Base):
             "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
             name="status",
         ),
-        # The claim query: queued rows that are due, oldest first. On SQLite only
-        # queued rows are in it, so a task's finish and most of its claim touch
-        # no index page (MySQL has no partial indexes: there it holds every row).
-        # The name makes counting queued (and on MySQL running) tasks per name index-only.
-        Index("ix_tasks_status_run_after", "status", "run_after", "id", "name",
-              sqlite_where=text("status = 'queued'")),
+        # The claim query: queued rows in claim order (highest priority, then due
+        # first, then oldest), read in that order and skipped while not due. On
+        # SQLite only queued rows are in it, so a task's finish and most of its
+        # claim touch no index page (MySQL has no partial indexes: there it holds
+        # every row). Name and queue make counting queued (and on MySQL running)
+        # tasks per name, and skipping paused queues, index-only.
+        # (alembic cannot compare a DESC column: tests/test_migrations.py checks it instead)
+        Index("ix_tasks_claim", "status", desc("priority"), "run_after", "id", "name", "queue",
+              sqlite_where=text("status = 'queued'"), info={"compare": False}),
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.
         Index("ix_tasks_finished_at", "finished_at"),
@@ -117,6 +122,8 @@ class Task(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # A retry is a new task: the old one keeps its error and points at the new one.
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first
+    queue: Mapped[str] = mapped_column(String(100), default=DEFAULT_QUEUE)
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
     # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
@@ -125,6 +132,16 @@ class Task(Base):
     @property
     def finished(self):
         return self.status in FINISHED_STATES
+
+
+class TaskQueue(Base):
+    """A queue that has been paused (or resumed): its tasks stay queued while it is."""
+
+    __tablename__ = "task_queues"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class TaskTotal(Base):

@@ -13,12 +13,14 @@ from db import stats
 from db.dialect import by_primary_key, dialect_of
 from db.models import (
     CANCELLED,
+    DEFAULT_QUEUE,
     FAILED,
     FINISHED_STATES,
     QUEUED,
     RUNNING,
     SUCCEEDED,
     Task,
+    TaskQueue,
     utcnow,
 )
 
@@ -35,10 +37,15 @@ class Claim:
     time_limit: float | None
     cancel_requested: bool
     run_after: dt.datetime  # when it became due: its wait in the queue ends at its start
+    priority: int = 0
+
+    def order(self):
+        """Its place in claim order: highest priority, then earliest due, then oldest."""
+        return -self.priority, self.run_after, self.id
 
 
 def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
-                retry_of=None):
+                retry_of=None, priority=0, queue=DEFAULT_QUEUE):
     """Insert a queued task; return it as a Task that is not attached to the session.
 
     A Core INSERT of a prebuilt statement: submitting is the hot path of the API.
@@ -56,6 +63,8 @@ def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=
         run_after=run_after or now,
         created_at=now,
         retry_of=retry_of,
+        priority=priority,
+        queue=queue,
     )
     task_id = session.execute(_INSERT, values).inserted_primary_key[0]
     return Task(id=task_id, **values)
@@ -97,21 +106,25 @@ def count_unfinished(session):
     )
 
 
-def claim_tasks(session, owner, limit):
+def claim_tasks(session, owner, limit, queues=None):
     """Mark up to limit due queued tasks running for owner; return their Claims.
 
-    The UPDATE only takes rows that are still queued, so two runners racing for
-    the same row cannot both win; SKIP LOCKED (MySQL) keeps them off each
-    other's rows in the first place.
+    Highest priority first, then the earliest due, then the oldest; only from
+    queues (all if None) and never from a paused one. The UPDATE only takes
+    rows that are still queued, so two runners racing for the same row cannot
+    both win; SKIP LOCKED (MySQL) keeps them off each other's rows in the first place.
     """
     now = utcnow()
+    claim = _CLAIMS[queues is not None]
+    params = {"now": now, "limit": limit}
+    if queues is not None:
+        params["queues"] = list(queues)
     if dialect_of(session).claim_returning:
         # One statement (SQLite, PostgreSQL): the write lock is held the least.
-        rows = session.execute(_CLAIM_RETURNING, {"now": now, "limit": limit, "v_owner": owner,
-                                                  "v_now": now}).all()
-        return [Claim(*row) for row in sorted(rows)]  # RETURNING has no order; ids are unique
+        rows = session.execute(claim.returning, {**params, "v_owner": owner, "v_now": now}).all()
+        return sorted((Claim(*row) for row in rows), key=Claim.order)  # RETURNING has no order
     # Elsewhere (MySQL/MariaDB): read the due rows and lock them, then mark them.
-    rows = session.execute(_DUE_ROWS, {"now": now, "limit": limit}).all()
+    rows = session.execute(claim.due_rows, params).all()
     if not rows:
         return []
     ids = [row.id for row in rows]
@@ -154,15 +167,22 @@ def _fenced_update(**values):
 
 _INSERT = insert(_table)
 _CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-                  _c.cancel_requested, _c.run_after)  # in the order of Claim's fields
-_DUE = (
-    select(_c.id)
-    .where(_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type))
-    .order_by(_c.run_after, _c.id)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
-_DUE_ROWS = _DUE.with_only_columns(*_CLAIM_COLUMNS)
+                  _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields
+_PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
+
+
+def _due(served):
+    """The claim's read of due rows, in claim order; served: only the :queues list."""
+    where = [_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type),
+             _c.queue.not_in(_PAUSED.scalar_subquery())]
+    if served:
+        where.append(_c.queue.in_(bindparam("queues", expanding=True)))
+    return (select(_c.id).where(*where)
+            .order_by(_c.priority.desc(), _c.run_after, _c.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True))
+
+
 _CLAIM_VALUES = dict(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
                      started_at=bindparam("v_now", type_=_c.started_at.type),
                      heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
@@ -175,14 +195,21 @@ _CLAIMED = (
     select(*_CLAIM_COLUMNS)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == _value("owner"),
            _c.status == RUNNING)
-    .order_by(_c.id)
+    .order_by(_c.priority.desc(), _c.run_after, _c.id)
 )
-_CLAIM_RETURNING = (
-    update(_table)
-    .where(_c.id.in_(_DUE.scalar_subquery()), _c.status == QUEUED)
-    .values(**_CLAIM_VALUES)
-    .returning(*_CLAIM_COLUMNS)
-)
+ClaimStatements = collections.namedtuple("ClaimStatements", "due_rows returning")
+_CLAIMS = {  # served (a queues list given) -> its statements, built once
+    served: ClaimStatements(
+        due_rows=_due(served).with_only_columns(*_CLAIM_COLUMNS),
+        returning=(update(_table)
+                   .where(_c.id.in_(_due(served).scalar_subquery()), _c.status == QUEUED)
+                   .values(**_CLAIM_VALUES)
+                   .returning(*_CLAIM_COLUMNS)),
+    )
+    for served in (False, True)
+}
+
+
 _SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"),
                           finished_at=_value("finished_at"), error=None, traceback=None)
 _END = _fenced_update(status=_value("status"), finished_at=_value("finished_at"),

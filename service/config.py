@@ -63,6 +63,16 @@ def _modules(environ, key):
     return names
 
 
+def _queues(environ, key):
+    from service.runner.registry import check_queue_name  # imports no Flask, only marshmallow
+
+    names = [name.strip() for name in (environ.get(key) or "").split(",") if name.strip()]
+    try:
+        return tuple(check_queue_name(name) for name in names) or None
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
 def _choice(environ, key, choices):
     raw = (environ.get(key) or choices[0]).strip().lower()
     if raw not in choices:
@@ -110,6 +120,8 @@ def load_config(environ):
         "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
         # Modules of your own that define tasks with @task, imported by every process.
         "TASK_MODULES": _modules(environ, "TASK_MODULES"),
+        # The queues this process takes tasks from (None: every queue).
+        "TASK_QUEUES": _queues(environ, "TASK_QUEUES"),
         # Where tasks run: threads in the web and worker processes, or Celery workers.
         "TASK_EXECUTOR": _choice(environ, "TASK_EXECUTOR", ("threads", "celery")),
         "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",

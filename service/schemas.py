@@ -78,6 +78,8 @@ class TaskIn(StrictSchema):
     max_attempts = fields.Integer(strict=True, validate=validate.Range(min=1, max=100))
     time_limit = fields.Float(validate=validate.Range(min=0.1, max=24 * 3600),
                               metadata={"description": "seconds before the task is stopped"})
+    priority = fields.Integer(strict=True, validate=validate.Range(min=-100, max=100),
+                              metadata={"description": "higher runs first; the task's default if absent"})
 
     @validates_schema
     def one_start_time(self, data, **kwargs):
@@ -114,6 +116,8 @@ class TaskOut(Schema):
     started_at = UtcDateTime(allow_none=True)
     finished_at = UtcDateTime(allow_none=True)
     heartbeat_at = UtcDateTime(allow_none=True)
+    priority = fields.Integer(metadata={"description": "higher runs first"})
+    queue = fields.String()
     retry_of = fields.Integer(allow_none=True, metadata={"description": "the task this one retries"})
     retried_by = fields.Integer(allow_none=True, metadata={"description": "the task that retried this one"})
 

@@ -46,3 +46,9 @@ def celery_stubborn(ctx, name, seconds):
     """Ignore the time limit: work for seconds without looking at ctx, then write."""
     time.sleep(seconds)
     return users.create_user(Session, name=name, age=1).id
+
+
+@task("celery_mail", schema=Named, queue="mail")
+def celery_mail(ctx, name, seconds):
+    """A task of the "mail" queue: insert a user."""
+    return users.create_user(Session, name=name, age=1).id

@@ -5,11 +5,11 @@ import time
 
 import flask
 from marshmallow import Schema, fields
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from db import Session, users
-from db.models import User
+from db.models import Task, User
 from service.runner import RetryTask, task
 
 
@@ -124,3 +124,26 @@ def timeouts(ctx, times, delay):
 def wrong_value(ctx):
     """An error not in retry_on: fails at once."""
     raise ValueError("not a timeout")
+
+
+class Rank(Schema):
+    rank = fields.Integer(required=True)
+
+
+RANKED_STARTS = []  # (task id, its rank, the highest rank still queued as it started)
+_ranked_lock = threading.Lock()
+
+
+@task("ranked", schema=Rank)
+def ranked(ctx, rank):
+    """Record its start and the highest priority of the ranked tasks still waiting in the table."""
+    waiting = Session.scalar(select(func.max(Task.priority)).where(
+        Task.status == "queued", Task.name == "ranked"))
+    with _ranked_lock:
+        RANKED_STARTS.append((ctx.task_id, rank, waiting))
+
+
+@task("mail", schema=NoArgs, queue="mail", priority=7)
+def mail(ctx):
+    """A task of the "mail" queue, priority 7 unless its submit says otherwise."""
+    return users.create_user(Session, name="mailed", age=1).id

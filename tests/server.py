@@ -132,7 +132,7 @@ class CeleryWorker(Process):
 
     def __init__(self, db_url, log_path, broker, name="w1", pool="threads", concurrency=4, **env):
         args = [sys.executable, "-m", "celery", "-A", "service.runner.celery", "worker",
-                "-Q", "tasks", "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
+                "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
                 "--without-gossip", "--without-mingle",
                 "--loglevel", "INFO"]
         super().__init__(args, db_url, log_path, TASK_EXECUTOR="celery", CELERY_BROKER_URL=broker,

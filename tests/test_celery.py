@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 import db
-from db.models import Task, User
+from db import queues
+from db.models import DEFAULT_QUEUE, Task, User
 from service.runner import RunnerConfig, submit
 from service.runner import celery as celery_executor
 from service.runner.celery import CeleryExecutor
@@ -24,14 +25,17 @@ FAST = dict(TASK_HEARTBEAT=0.3, TASK_LEASE=2, TASK_POLL_INTERVAL=0.1, CELERY_REP
 
 
 def empty_broker(url):
-    """Drop what an earlier test left in the task queue."""
+    """Drop what an earlier test left in the task queues."""
     celery_executor.configure(RunnerConfig(broker_url=url))
     with celery_executor.app.connection_for_write() as connection:
-        channel = connection.default_channel
-        try:
-            channel.queue_purge(celery_executor.QUEUE)
-        except Exception:  # the queue does not exist yet
-            pass
+        for queue in (DEFAULT_QUEUE, "mail"):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # the queue does not exist yet
+                pass
+            finally:
+                channel.close()
 
 
 @pytest.fixture
@@ -129,7 +133,7 @@ def test_every_id_delivered_three_times_still_runs_once(migrated, workers, publi
     publisher(url)
     ids = submit_users(300, prefix="x", delay=0.01)  # published once on commit
     for batch in (ids, list(reversed(ids))):  # and twice more, in other batches and orders
-        celery_executor.publish(batch)
+        celery_executor.publish([(task_id, DEFAULT_QUEUE) for task_id in batch])
     for name in ("w1", "w2"):
         workers(migrated, url, name=name)
     all_done(300)
@@ -320,3 +324,46 @@ def test_the_prefork_pool_runs_tasks_once_too(migrated, workers, publisher):
     with db.session_scope() as session:
         pids = {owner.split(":")[1] for owner in session.scalars(select(Task.owner))}
     assert len(pids) == 2  # both children ran tasks, each its own process with its own upkeep
+
+
+def owner_pids(name):
+    """The process ids that ran tasks called name."""
+    with db.session_scope() as session:
+        return {owner.split(":")[1] for owner in session.scalars(select(Task.owner).where(Task.name == name))}
+
+
+def submit_mail(count, prefix="m"):
+    with db.session_scope() as session:
+        return [submit.enqueue(session, "celery_mail", {"name": f"{prefix}{n}"}).id for n in range(count)]
+
+
+def test_a_queue_is_the_celery_queue_of_its_name_and_a_paused_one_waits(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    general = workers(migrated, url, name="w1", TASK_QUEUES="default")
+    mail = workers(migrated, url, name="w2", TASK_QUEUES="mail")
+    publisher(url)
+    submit_mail(50)
+    submit_users(50, prefix="d")
+    all_done(100)
+    assert owner_pids("celery_mail") == {str(mail.proc.pid)}
+    assert owner_pids("create_user") == {str(general.proc.pid)}
+
+    with db.session_scope() as session:
+        queues.set_paused(session, "mail", True)
+    paused = submit_mail(20, prefix="p")  # published at commit: the mail worker turns each down
+
+    def turned_down():
+        with db.session_scope() as session:
+            rows = session.execute(select(Task.status, Task.published_at).where(Task.id.in_(paused))).all()
+        return all(status == "queued" and published is None for status, published in rows)
+
+    wait_for(turned_down, timeout=30, message="the paused queue's deliveries to be turned down")
+    submit_users(20, prefix="e")  # the other queue goes on meanwhile
+    wait_for(lambda: counts()[0].get("succeeded") == 120, timeout=60, message="the default queue")
+    assert counts()[0] == {"succeeded": 120, "queued": 20}
+    with db.session_scope() as session:
+        queues.set_paused(session, "mail", False)  # the relay publishes them again
+    all_done(140)
+    assert_each_ran_once(140)
+    assert owner_pids("celery_mail") == {str(mail.proc.pid)}

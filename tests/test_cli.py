@@ -475,3 +475,22 @@ def test_the_worker_command_runs_submitted_tasks_and_stops_cleanly_on_sigterm(ta
         assert worker.wait(60) == 0, worker.output()
     finally:
         worker.stop()
+
+
+def test_queues_are_listed_paused_and_resumed_from_the_command_line(tasks_cli, url, engine):
+    submit(tasks_cli, "--priority", "9", name="mail", task_args="{}")
+    assert "priority:         9" in ok(tasks_cli("show", 1)) and "queue:            mail" in ok(tasks_cli("show", 1))
+    assert "queue mail paused" in ok(tasks_cli("pause", "mail"))
+    listing = ok(tasks_cli("queues"))
+    assert [line.split()[:4] for line in listing.splitlines()[1:]] == [
+        ["default", "active", "0", "0"], ["mail", "PAUSED", "1", "0"]]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT name, paused FROM task_queues")).all() == [("mail", True)]
+    assert "queue mail resumed" in ok(tasks_cli("resume", "mail"))
+    assert json.loads(ok(tasks_cli("queues", "--json")))[1]["paused"] is False
+
+
+def test_a_bad_queue_name_or_priority_is_refused_before_the_database(tasks_cli, url, engine):
+    assert "queue name" in refused(tasks_cli("pause", "no spaces"), code=2)
+    assert "--priority" in refused(tasks_cli("submit", "noop", "--priority", "101"), code=2)
+    assert task_rows(engine) == []

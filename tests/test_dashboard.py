@@ -140,6 +140,25 @@ def test_bulk_retry_of_the_failed_filter_says_how_many_first(server, page, migra
     screenshot(page, "overview")
 
 
+def test_pause_a_queue_from_the_overview_and_resume_it(server, page):
+    page.goto(server.base + "/dashboard")
+    page.click('#queues [data-queue-action="pause"][data-queue-name="default"]')
+    page.wait_for_selector("#notice.ok")
+    assert "paused" in page.inner_text("#notice")
+    status, _, created = server.request("POST", "/api/tasks", {"name": "create_user",
+                                                                "args": {"name": "held", "age": 1}})
+    assert status == 202
+    wait_for(lambda: "1" in page.inner_text('#queues tr[data-queue="default"] td:nth-child(2)'),
+             timeout=10, message="the overview to count the held task")
+    assert page.get_attribute('#queues tr[data-queue="default"]', "class") == "paused"
+    assert api_task(server, created["id"])["status"] == "queued"
+    page.click('#queues [data-queue-action="resume"][data-queue-name="default"]')
+    wait_for(lambda: api_task(server, created["id"])["status"] == "succeeded", timeout=15,
+             message="the task to run once its queue resumed")
+    queues = server.request("GET", "/api/queues")[2]
+    assert [(q["name"], q["paused"]) for q in queues] == [("default", False)]
+
+
 @pytest.fixture
 def guarded_server(migrated_db, tmp_path):
     server = Server(migrated_db, tmp_path / "guarded.log", API_TOKENS="right-token,other",

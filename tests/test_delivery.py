@@ -1,9 +1,9 @@
 """The table side of the Celery executor: claims by id, and what a relay publishes."""
 import datetime as dt
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from db import delivery, tasks
+from db import delivery, queues, tasks
 from db.models import Task, utcnow
 
 
@@ -47,4 +47,28 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
     claim = delivery.claim_tasks(session, [stale[0]], "host:1:a")[0]
     tasks.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
-    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "noop")]
+    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]
+
+
+def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(session):
+    now = utcnow()
+    mail = queued(session, 2, queue="mail", run_after=now - dt.timedelta(seconds=10), published_at=now)
+    other = queued(session, 1, run_after=now - dt.timedelta(seconds=10), priority=5)[0]
+    queues.set_paused(session, "mail", True)
+    session.commit()
+    assert delivery.claim_tasks(session, mail, "host:1:a") == []  # delivered while paused
+    session.commit()
+    assert set(session.scalars(select(Task.published_at).where(Task.id.in_(mail)))) == {None}
+    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(other, "default")]
+    session.commit()
+    queues.set_paused(session, "mail", False)
+    session.commit()
+    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(mail[0], "mail"), (mail[1], "mail")]
+    session.commit()
+    assert [claim.id for claim in delivery.claim_tasks(session, mail, "host:1:a")] == mail
+
+
+def test_the_relay_publishes_higher_priorities_first(session):
+    old = utcnow() - dt.timedelta(seconds=10)
+    low, high, middle = (queued(session, 1, run_after=old, priority=p)[0] for p in (-5, 9, 0))
+    assert delivery.take_unpublished(session, 2, 30, 2) == [(high, "default"), (middle, "default")]

@@ -329,8 +329,8 @@ def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runn
     claimed_by = []
     claim = tasks.claim_tasks
 
-    def recording(session, owner, limit):
-        claims = claim(session, owner, limit)
+    def recording(session, owner, limit, queues=None):
+        claims = claim(session, owner, limit, queues)
         claimed_by.extend(threading.current_thread().name for _ in claims)
         return claims
 

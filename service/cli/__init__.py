@@ -22,7 +22,7 @@ from service.runner.registry import load_task_modules
 from service.schemas import TaskIn, TaskOut
 
 OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": "--run-at",
-                "max_attempts": "--max-attempts", "time_limit": "--time-limit"}
+                "max_attempts": "--max-attempts", "time_limit": "--time-limit", "priority": "--priority"}
 
 
 def refuse_constant(name):
@@ -66,6 +66,7 @@ def main():
 @click.option("--run-at", metavar="ISO8601", help="When to run (UTC if no offset); a past time runs now.")
 @click.option("--max-attempts", type=int, metavar="N", help="Attempts before it fails (1-100).")
 @click.option("--time-limit", type=float, metavar="S", help="Seconds before it is stopped.")
+@click.option("--priority", type=int, metavar="P", help="-100 to 100, higher runs first (default: the task's).")
 def submit(name, args_json, **options):
     """Queue the task NAME and print its id; running workers pick it up."""
     data = read_submission(name, args_json, **options)
@@ -233,3 +234,6 @@ def worker():
     with connected():  # refuse bad settings or a database that cannot run tasks before any thread starts
         pass
     service.worker.main()
+
+
+from service.cli import queues  # noqa: E402,F401  tasks queues|pause|resume

@@ -73,6 +73,7 @@ def task_lines(task, now):
         waited_text = "-" if waited is None else span(waited) + (" so far" if task.status == QUEUED else "")
     fields = [
         ("id", task.id), ("name", task.name), ("status", task.status),
+        ("queue", task.queue), ("priority", task.priority),
         ("attempts", f"{task.attempts} of {task.max_attempts}"),
         ("progress", f"{task.progress}%"), ("message", task.message or "-"),
         ("args", json.dumps(task.args, ensure_ascii=False)),

@@ -9,9 +9,9 @@ import json
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
-from db import Session, stats, tasks
-from service import auth
+from db import Session, queues, stats, tasks
 from db.models import FINISHED_STATES, STATES, utcnow
+from service import auth
 from service.runner import registry
 from service.schemas import TaskQuery
 
@@ -38,9 +38,9 @@ def page(template, **context):
 
 @blp.route("")
 def overview():
-    """Counts, the last hour's finishes, the queue and the processes."""
+    """Counts, the last hour's finishes, the queue, the named queues and the processes."""
     summary = stats.overview(Session, current_app.config["TASK_LEASE"])
-    return page("overview.html", summary=summary,
+    return page("overview.html", summary=summary, queues=queues.list_queues(Session, registry.queues()),
                 chart=chart(summary["finished_per_minute"]), now=summary["generated_at"])
 
 

@@ -17,13 +17,12 @@ from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
 from db import delivery, session_scope
-from db.models import utcnow
+from db.models import DEFAULT_QUEUE, utcnow
 from service.runner import submit
 from service.runner.executor import Executor
 
 log = logging.getLogger(__name__)
 
-QUEUE = "tasks"  # the Celery queue every task's id goes to
 MESSAGE_BATCH = 16  # ids one message carries at most: tasks committed together, claimed together
 BROKER_CHECK_EVERY = 5.0  # seconds /readyz trusts its last look at the broker
 
@@ -33,8 +32,8 @@ app.conf.update(
     task_reject_on_worker_lost=True,  # and put back if the worker process died meanwhile
     task_ignore_result=True,  # no result backend: the row is the result
     worker_prefetch_multiplier=1,
-    task_default_queue=QUEUE,
-    task_queues=[Queue(QUEUE)],
+    task_default_queue=DEFAULT_QUEUE,  # a task's queue is the Celery queue of the same name
+    task_queues=[Queue(DEFAULT_QUEUE)],
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     broker_connection_timeout=2,
@@ -83,17 +82,27 @@ def run_tasks(task_ids):
     WorkerProcess.here().run(task_ids)
 
 
-def publish(task_ids):
-    """Hand these ids to the broker, up to MESSAGE_BATCH a message; raise if it cannot be reached.
+def publish(tasks):
+    """Hand these (id, queue) pairs' ids to the broker, each to the Celery queue of its task's
+    queue, up to MESSAGE_BATCH a message; raise if it cannot be reached.
 
     Tasks committed together travel together: one message, one claim, one
     connection for all of them, where Celery's own cost per message would
     otherwise be most of a short task's.
     """
+    by_queue = {}
+    for task_id, queue in tasks:
+        by_queue.setdefault(queue, []).append(task_id)
     with app.producer_or_acquire() as producer:
-        for start in range(0, len(task_ids), MESSAGE_BATCH):
-            run_tasks.apply_async(args=[task_ids[start:start + MESSAGE_BATCH]], queue=QUEUE,
-                                  producer=producer, retry=False)
+        for queue, task_ids in by_queue.items():
+            for start in range(0, len(task_ids), MESSAGE_BATCH):
+                run_tasks.apply_async(args=[task_ids[start:start + MESSAGE_BATCH]], queue=queue,
+                                      producer=producer, retry=False)
+
+
+def serve(queues):
+    """Make a worker consume from these Celery queues (its TASK_QUEUES, or every registered queue)."""
+    app.amqp.queues.select(list(queues))
 
 
 class CeleryExecutor(Executor):
@@ -147,17 +156,18 @@ def publish_committed(added):
     comes back unmarked; a publish that fails unmarks them again.
     """
     now = utcnow()
-    due = [task.id for task in added if task.run_after is None or task.run_after <= now]
+    due = [(task.id, task.queue) for task in added if task.run_after is None or task.run_after <= now]
     if not due:
         return
+    ids = [task_id for task_id, _ in due]
     with session_scope() as session:
-        delivery.mark_published(session, due)
+        delivery.mark_published(session, ids)
     try:
         publish(due)
     except Exception as error:
-        log.warning("could not publish tasks %s (%s); a relay will", due, error)
+        log.warning("could not publish tasks %s (%s); a relay will", ids, error)
         with session_scope() as session:
-            delivery.unmark_published(session, due)
+            delivery.unmark_published(session, ids)
 
 
 # The worker's signals (its engine, processes and relay) come with the app: `celery -A

@@ -17,6 +17,7 @@ as Celery ETAs) and, while the broker's queue is empty, those published more
 than CELERY_REPUBLISH_AFTER ago and still not claimed (a broker that lost its
 messages). Any number of relays may run; a duplicate delivery claims nothing.
 """
+import contextlib
 import logging
 import os
 import socket
@@ -33,9 +34,9 @@ from service import logs
 from service.config import load_config
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
-from service.runner.celery import QUEUE, app, configure, publish, publish_committed
+from service.runner.celery import app, configure, publish, publish_committed, serve
 from service.runner.config import RunnerConfig
-from service.runner.registry import load_task_modules
+from service.runner.registry import load_task_modules, registry
 from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def relay_once(republish_after):
         return 0
     ids = [task_id for task_id, _ in rows]
     try:
-        publish(ids)
+        publish(rows)
     except Exception as error:
         log.warning("relay could not publish %d tasks (%s); trying again shortly", len(ids), error)
         with session_scope() as session:  # not published after all: the next look takes them
@@ -162,12 +163,19 @@ def relay_once(republish_after):
 
 
 def _queue_depth():
-    """Messages waiting in the broker's task queue: while there are, an unclaimed row is likely among them."""
+    """Messages waiting in the broker's task queues: while there are, an unclaimed row is likely among them."""
+    depth = 0
     with app.connection_for_write() as connection:
-        try:
-            return connection.default_channel.queue_declare(QUEUE, passive=True).message_count
-        except ChannelError:  # no such queue: on Redis, an empty one
-            return 0
+        for queue in registry.queues():
+            channel = connection.channel()  # one each: on AMQP a missing queue closes its channel
+            try:
+                depth += channel.queue_declare(queue, passive=True).message_count
+            except ChannelError:  # no such queue: on Redis, an empty one
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return depth
 
 
 def _settings():
@@ -193,6 +201,7 @@ def _start_process(settings, concurrency):
     connections = (concurrency or settings["TASK_WORKERS"] or 1) + 4
     db.init_engine(settings["DATABASE_URL"], pool_size=connections, max_overflow=connections)
     configure(RunnerConfig.from_settings(settings))
+    serve(settings["TASK_QUEUES"] or registry.queues())
 
 
 @signals.worker_init.connect

@@ -20,6 +20,7 @@ class RunnerConfig:
     executor: str = "threads"  # or "celery" (TASK_EXECUTOR)
     broker_url: str = "redis://127.0.0.1:6379/0"  # CELERY_BROKER_URL, for the celery executor
     republish_after: float = 30.0  # CELERY_REPUBLISH_AFTER: a published id unclaimed this long goes again
+    queues: tuple | None = None  # TASK_QUEUES: the queues this process serves (None: all)
 
     @classmethod
     def from_settings(cls, settings):
@@ -38,4 +39,5 @@ class RunnerConfig:
             executor=settings["TASK_EXECUTOR"],
             broker_url=settings["CELERY_BROKER_URL"],
             republish_after=settings["CELERY_REPUBLISH_AFTER"],
+            queues=settings["TASK_QUEUES"],
         )

@@ -33,7 +33,7 @@ def retry_task(session, task_id):
         raise NotRetryable(f"task {task_id} was retried already")
     # No second check after that write: a full queue there would leave it marked retried.
     new = add_checked(session, spec, stored_args, max_attempts=old.max_attempts,
-                      time_limit=old.time_limit, retry_of=old.id)
+                      time_limit=old.time_limit, retry_of=old.id, priority=old.priority)
     tasks.set_retry(session, task_id, new.id)
     return new
 

@@ -1,8 +1,11 @@
 """Task functions registered by name; only registered names can ever run."""
 import dataclasses
 import importlib
+import re
 
 from marshmallow import Schema, ValidationError
+
+from db.models import DEFAULT_QUEUE
 
 
 class UnknownTask(LookupError):
@@ -32,6 +35,8 @@ class TaskSpec:
     max_attempts: int
     time_limit: float | None
     retry_on: tuple = ()  # exception types that get another attempt, with backoff
+    queue: str = DEFAULT_QUEUE  # the queue its tasks wait in (a Celery queue of that name with Celery)
+    priority: int = 0  # its tasks' priority unless a submit says otherwise; higher runs first
 
     def load_args(self, args):
         """Validate args against the schema; return the loaded values."""
@@ -51,21 +56,27 @@ class TaskRegistry:
     def __init__(self):
         self._specs = {}
 
-    def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=()):
+    def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
+             priority=0):
         """Register the decorated function fn(ctx, **args) under name.
 
         retry_on: exception types (a tuple) after which the task gets another
         attempt with backoff while attempts remain; any other exception fails
-        it at once. Transient database errors always get one.
+        it at once. Transient database errors always get one. queue: where its
+        tasks wait (a process serves the queues in TASK_QUEUES). priority: the
+        default of its submits, higher runs first.
         """
         retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
             raise TypeError(f"task {name!r}: retry_on takes exception classes, got {retry_on!r}")
+        check_queue_name(queue)
+        check_priority(priority)
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
-            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on)
+            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on,
+                                         queue, priority)
             return fn
 
         return register
@@ -80,6 +91,28 @@ class TaskRegistry:
     def names(self):
         """Return the registered names, sorted."""
         return sorted(self._specs)
+
+    def queues(self):
+        """The queues registered tasks wait in, sorted."""
+        return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE})
+
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+PRIORITIES = range(-100, 101)  # higher runs first
+
+
+def check_queue_name(name):
+    """Raise ValueError unless name can be a queue (letters, digits, _ . -; at most 100)."""
+    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+        raise ValueError(f"a queue name is 1-100 letters, digits, '_', '.' or '-', got {name!r}")
+    return name
+
+
+def check_priority(priority):
+    """Raise ValueError unless priority is an int in -100..100."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
+        raise ValueError(f"a priority is a whole number from -100 to 100, got {priority!r}")
+    return priority
 
 
 registry = TaskRegistry()

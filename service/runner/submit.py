@@ -17,10 +17,10 @@ import typing
 from sqlalchemy import event
 
 from db import tasks
-from db.models import utcnow
+from db.models import DEFAULT_QUEUE, utcnow
 from db.session import session_factory
 from service import metrics
-from service.runner.registry import registry
+from service.runner.registry import check_priority, registry
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Enqueued(typing.NamedTuple):
     name: str
     retry_of: int | None
     run_after: dt.datetime | None  # None: due at once
+    queue: str = DEFAULT_QUEUE
 
 
 class QueueFull(RuntimeError):
@@ -84,20 +85,23 @@ def configure(max_queued):
 
 
 def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
-            retry_of=None):
+            retry_of=None, priority=None):
     """Check the task and add its queued row to the session's transaction (not committed).
 
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
+    priority: higher runs first (-100..100); the task's own default if None.
     """
     spec, stored_args = check_task(session, name, args)
-    return add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of)
+    return add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of,
+                       priority)
 
 
 def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
-                time_limit=None, retry_of=None):
+                time_limit=None, retry_of=None, priority=None):
     """Add the row of a task check_task() allowed (manage.retry_task writes in between)."""
     name = spec.name
     run_after = start_time(delay, run_at)
+    priority = spec.priority if priority is None else check_priority(priority)
     task = tasks.insert_task(
         session,
         name,
@@ -106,8 +110,11 @@ def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempt
         max_attempts=max_attempts or spec.max_attempts,
         time_limit=time_limit if time_limit is not None else spec.time_limit,
         retry_of=retry_of,
+        priority=priority,
+        queue=spec.queue,
     )
-    session.info.setdefault(PENDING, []).append(Enqueued(task.id, name, retry_of, run_after))
+    session.info.setdefault(PENDING, []).append(
+        Enqueued(task.id, name, retry_of, run_after, spec.queue))
     return task
 
 

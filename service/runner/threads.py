@@ -7,6 +7,7 @@ process wake it after their commit (service.runner.submit).
 """
 import contextlib
 import logging
+import math
 import os
 import queue
 import socket
@@ -23,7 +24,7 @@ from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-STOP = None  # sentinel that tells a worker thread to exit
+STOP = ((-math.inf,), None)  # the job that tells a worker thread to exit (ahead of any task)
 
 
 class ThreadExecutor(Executor):
@@ -70,7 +71,8 @@ class ThreadExecutor(Executor):
             self._stopping = threading.Event()
             self._wake = threading.Event()
             self._submitted = False  # the last wake-up came from a submit
-            self._jobs = queue.SimpleQueue()
+            self._jobs = queue.PriorityQueue()  # (claim order, Attempt): the claimed, highest priority first
+            self._handing = threading.Lock()  # claims reach _jobs in the order they were claimed
             self._active = {}  # task id -> Attempt, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
             metrics.set_workers(0, self.config.workers)
@@ -147,7 +149,7 @@ class ThreadExecutor(Executor):
         with HeldConnection() as connection:
             while True:
                 attempt = self._next_job(connection)
-                if attempt is STOP:
+                if attempt is None:  # STOP
                     return
                 try:
                     if not attempt.abandoned:
@@ -164,10 +166,10 @@ class ThreadExecutor(Executor):
     def _next_job(self, connection):
         """The next attempt for a worker; one with nothing waiting gives its connection back first."""
         try:
-            return self._jobs.get_nowait()
+            return self._jobs.get_nowait()[1]
         except queue.Empty:
             connection.release()
-            return self._jobs.get()
+            return self._jobs.get()[1]
 
     def _dispatch(self):
         """Dispatcher thread: claim work for idle workers and keep leases alive."""
@@ -236,16 +238,30 @@ class ThreadExecutor(Executor):
         """
         limit = self._reserve()
         claims = []
+        handing = False
         try:
             if limit:
-                claims = tasks.claim_tasks(session, self.owner, limit)
+                claims = tasks.claim_tasks(session, self.owner, limit, self.config.queues)
+            if claims:
+                # Held from the claim to the hand-over: a claim that commits later
+                # (claims take the database's write lock in turn) reaches the
+                # workers later, so one worker runs tasks exactly in claim order.
+                self._handing.acquire()
+                handing = True
             yield limit, claims
         except BaseException:
             claims = []
             raise
         finally:
-            if limit:
-                self._settle(limit, claims)
+            unwanted = []
+            try:
+                if limit:
+                    unwanted = self._settle(limit, claims)
+            finally:
+                if handing:
+                    self._handing.release()
+            if unwanted:  # claimed while shutting down: straight back to the queue
+                outcomes.released(unwanted, self.owner)
 
     def _dispatcher_needed(self):
         """After a task: should the dispatcher claim? (A wake-up costs a GIL switch.)
@@ -267,7 +283,8 @@ class ThreadExecutor(Executor):
             return limit
 
     def _settle(self, reserved, claims):
-        """Give back a reservation and hand its committed claims to the workers."""
+        """Give back a reservation and hand its committed claims to the workers; return
+        the attempts that must go back to the queue instead (we are stopping)."""
         attempts = [Attempt(claim) for claim in claims]
         with self._changed:
             self._reserved -= reserved
@@ -276,11 +293,11 @@ class ThreadExecutor(Executor):
                 for attempt in attempts:
                     self._active[attempt.claim.id] = attempt
             self._changed.notify_all()
-        if stopping:  # claimed while shutting down: straight back to the queue
-            outcomes.released(attempts, self.owner)
-            return
+        if stopping:
+            return attempts
         for attempt in attempts:
-            self._jobs.put(attempt)
+            self._jobs.put((attempt.claim.order(), attempt))
+        return []
 
     def _claimable(self):
         """How many tasks to claim now: 0 until a batch's worth of slots is free.
@@ -301,10 +318,11 @@ class ThreadExecutor(Executor):
         unstarted = []
         while True:
             try:
-                attempt = self._jobs.get_nowait()
+                _, attempt = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            unstarted.append(attempt)
+            if attempt is not None:
+                unstarted.append(attempt)
         with self._changed:
             for attempt in unstarted:
                 self._active.pop(attempt.claim.id, None)

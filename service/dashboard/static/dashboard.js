@@ -75,6 +75,18 @@ async function taskAction(button) {
   await refreshAll();
 }
 
+async function queueAction(button) {
+  const name = button.dataset.queueName, action = button.dataset.queueAction;
+  button.disabled = true;
+  const answer = await api("POST", `/api/queues/${encodeURIComponent(name)}/${action}`);
+  if (answer.ok) {
+    notice(action === "pause" ? `Queue ${name} paused: its tasks wait until it is resumed.` : `Queue ${name} resumed.`);
+  } else {
+    notice(`Could not ${action} queue ${name}: ${answer.data ? answer.data.message : answer.status}`, true);
+  }
+  await refreshAll();
+}
+
 async function bulkAction(button) {
   const action = button.dataset.bulk;
   const filter = {};
@@ -126,6 +138,7 @@ async function submitTask(event) {
     return;
   }
   if (form.elements.delay.value !== "") body.delay = Number(form.elements.delay.value);
+  if (form.elements.priority.value !== "") body.priority = Number(form.elements.priority.value);
   const answer = await api("POST", "/api/tasks", body);
   if (answer.status === 202) {
     window.location.href = `/dashboard/tasks/${answer.data.id}`;
@@ -141,6 +154,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("click", (event) => {
     const action = event.target.closest("[data-action]");
     if (action) { taskAction(action); return; }
+    const queue = event.target.closest("[data-queue-action]");
+    if (queue) { queueAction(queue); return; }
     const bulk = event.target.closest("[data-bulk]");
     if (bulk) bulkAction(bulk);
   });
