@@ -8,6 +8,7 @@ else in db/ asks `dialect_of(session)` instead of testing a name.
 import os
 
 from sqlalchemy import text
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -41,6 +42,10 @@ class Dialect:
     def restart_ids(self, session, tables):
         """Make the next row of each (emptied) table get id 1."""
 
+    def insert_or_keep(self, table):
+        """An INSERT into table that leaves a row already holding its primary key as it is."""
+        return postgresql.insert(table).on_conflict_do_nothing()
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -64,6 +69,9 @@ class SQLite(Dialect):
 
     def restart_ids(self, session, tables):
         """Nothing to do: SQLite reuses rowids once a table is empty."""
+
+    def insert_or_keep(self, table):
+        return sqlite.insert(table).on_conflict_do_nothing()
 
     def check_url(self, url):
         """A file database only (each connection to :memory: is its own, empty database); make its directory."""
@@ -101,6 +109,14 @@ class MySQL(Dialect):
         for table in tables:
             session.execute(text(f"ALTER TABLE {table.name} AUTO_INCREMENT = 1"))
         session.commit()
+
+    def insert_or_keep(self, table):
+        """ON DUPLICATE KEY UPDATE a no-op, not INSERT IGNORE: it locks the row it met for
+        update (not shared), so submits that meet one key queue for it, never deadlock,
+        and IGNORE would hide errors other than the duplicate."""
+        statement = mysql.insert(table)
+        key = table.primary_key.columns[0].name
+        return statement.on_duplicate_key_update({key: statement.inserted[key]})
 
     def engine_options(self, url, pool_size, max_overflow):
         return {

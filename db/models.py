@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -142,6 +143,20 @@ class TaskQueue(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     changed_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class TaskKey(Base):
+    """An idempotency key and the task it names: one row per key, so the primary key
+    makes two submits with one key race-free on every database (no partial index needed)."""
+
+    __tablename__ = "task_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # None only inside the transaction that is submitting the key's task.
+    task_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # of the submit: a different one is refused
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class TaskTotal(Base):

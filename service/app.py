@@ -81,7 +81,7 @@ def register_blueprints(app):
 def init_executor(app):
     """Create the executor; it starts in the serving process (first request or gunicorn's
     post_worker_init), never before a fork."""
-    submit.configure(app.config["TASK_MAX_QUEUED"])
+    submit.configure(app.config["TASK_MAX_QUEUED"], app.config["UNIQUE_WINDOW"])
     executor = make_executor(RunnerConfig.from_settings(app.config))
     app.extensions["executor"] = executor
     if executor.runs_here():

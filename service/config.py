@@ -118,6 +118,8 @@ def load_config(environ):
         "TASK_RETRY_BASE": _number(environ, "TASK_RETRY_BASE", 1.0, float),
         "TASK_RETRY_CAP": _number(environ, "TASK_RETRY_CAP", 300.0, float),
         "TASK_RETENTION": _duration(environ, "TASK_RETENTION", "7d"),
+        # A finished task keeps its unique key (Idempotency-Key) this long.
+        "UNIQUE_WINDOW": _duration(environ, "UNIQUE_WINDOW", "1d"),
         # Modules of your own that define tasks with @task, imported by every process.
         "TASK_MODULES": _modules(environ, "TASK_MODULES"),
         # The queues this process takes tasks from (None: every queue).

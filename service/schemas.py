@@ -87,6 +87,17 @@ class TaskIn(StrictSchema):
             raise ValidationError("give delay or run_at, not both", field_name="run_at")
 
 
+class SubmitHeaders(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Regexp(r"^[\x21-\x7e]{1,200}$",
+                                 error="1-200 visible ASCII characters (no spaces)"),
+        metadata={"description": "While a task submitted with this key is unfinished, or for "
+                                 "UNIQUE_WINDOW (a day) after it finished, a submit with the key "
+                                 "answers that task (200) instead of adding one; the same key with "
+                                 "another body is a 422."})
+
+
 class UtcDateTime(fields.DateTime):
     """Stored times are naive UTC; say so in the output."""
 

@@ -29,7 +29,7 @@ def main():
     settings["TASK_WORKERS"] = workers
     needed = pool_size(settings, request_threads=0)
     init_engine(settings["DATABASE_URL"], pool_size=needed, max_overflow=needed)
-    submit.configure(settings["TASK_MAX_QUEUED"])
+    submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
     # Always the thread pool, whatever TASK_EXECUTOR says: Celery has its own worker
     # (make celery-worker); rows are claimed fenced, so both may run at once.
     runner = ThreadExecutor(RunnerConfig.from_settings(settings))

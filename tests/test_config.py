@@ -30,7 +30,8 @@ def test_values_are_read_and_typed():
     ("PORT", "eighty"), ("TASK_WORKERS", "-1"), ("ALLOW_DB_RESET", "maybe"),
     ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"), ("SEED_SYNC_SLOTS", "8"),
     ("TASK_RETENTION", "7x"), ("TASK_RETENTION", "99999999d"), ("TASK_RETENTION", "-1d"),
-    ("LOG_FORMAT", "xml"), ("METRICS_PORT", "70000"),
+    ("LOG_FORMAT", "xml"), ("METRICS_PORT", "70000"), ("UNIQUE_WINDOW", "soon"),
+    ("UNIQUE_WINDOW", "-5"), ("TASK_QUEUES", "emails,bad name"),
 ])
 def test_bad_values_name_the_setting(key, value):
     with pytest.raises(ConfigError, match=key):

@@ -7,9 +7,10 @@ from db import Session, tasks
 from service import metrics
 from service.api import PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
-from service.runner import enqueue, manage
+from service.runner import KeyReused, manage
 from service.runner.manage import NotRetryable
-from service.schemas import BulkOut, CancelIn, RetryIn, TaskIn, TaskOut, TaskQuery
+from service.runner.submit import enqueue_once
+from service.schemas import BulkOut, CancelIn, RetryIn, SubmitHeaders, TaskIn, TaskOut, TaskQuery
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
 
@@ -25,13 +26,22 @@ def find_task(task_id):
 @blp.route("")
 class Tasks(MethodView):
     @blp.arguments(TaskIn)
+    @blp.arguments(SubmitHeaders, location="headers")
     @blp.response(202, TaskOut, headers={"Location": LOCATION})
-    @blp.alt_response(422, description="Unknown task name or invalid arguments")
-    def post(self, data):
+    @blp.alt_response(200, schema=TaskOut, headers={"Location": LOCATION},
+                      description="The task this Idempotency-Key already names; nothing was added")
+    @blp.alt_response(422, description="Unknown task name, invalid arguments, or an Idempotency-Key "
+                                       "already used with another body")
+    def post(self, data, headers):
         """Queue a registered task; it runs in the background."""
-        task = enqueue(Session, data.pop("name"), data.pop("args"), **data)
+        key = headers.get("idempotency_key")
+        try:
+            task, created = enqueue_once(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)
+        except KeyReused as error:
+            Session.rollback()
+            abort(422, message=str(error), details={"headers": {"Idempotency-Key": [str(error)]}})
         Session.commit()
-        return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
+        return task, 202 if created else 200, {"Location": url_for("tasks.Task", task_id=task.id)}
 
     @blp.arguments(TaskQuery, location="query")
     @blp.response(200, TaskOut(many=True), headers=PAGE_HEADERS)

@@ -16,9 +16,10 @@ from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
 from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
 from service.config import parse_duration
-from service.runner import InvalidArguments, QueueFull, UnknownTask, enqueue, manage, registry
+from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, manage, registry
 from service.runner.housekeeping import PRUNE_BATCH
 from service.runner.registry import load_task_modules
+from service.runner.submit import check_unique_key, enqueue_once
 from service.schemas import TaskIn, TaskOut
 
 OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": "--run-at",
@@ -27,6 +28,13 @@ OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": 
 
 def refuse_constant(name):
     raise ValueError(f"{name} is not JSON")
+
+
+def unique_key(ctx, param, value):
+    try:
+        return value if value is None else check_unique_key(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def read_submission(name, args_json, **options):
@@ -67,15 +75,21 @@ def main():
 @click.option("--max-attempts", type=int, metavar="N", help="Attempts before it fails (1-100).")
 @click.option("--time-limit", type=float, metavar="S", help="Seconds before it is stopped.")
 @click.option("--priority", type=int, metavar="P", help="-100 to 100, higher runs first (default: the task's).")
-def submit(name, args_json, **options):
+@click.option("--unique-key", metavar="KEY", callback=unique_key,
+              help="While a task submitted with KEY is unfinished (or UNIQUE_WINDOW after), print its id instead.")
+def submit(name, args_json, unique_key, **options):
     """Queue the task NAME and print its id; running workers pick it up."""
     data = read_submission(name, args_json, **options)
     with connected():
         try:
             with session_scope() as session:
-                task = enqueue(session, **data)
+                task, created = enqueue_once(session, **data, unique_key=unique_key)
         except QueueFull as error:
             raise CommandError(f"{error}; try again later") from None
+        except KeyReused as error:
+            raise CommandError(str(error)) from None
+    if not created:
+        click.echo(f"task {task.id} already holds this key ({task.status}); nothing added", err=True)
     click.echo(task.id)
 
 

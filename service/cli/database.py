@@ -33,7 +33,7 @@ def reason(error):
 def connected():
     """Bind DATABASE_URL, check that it is migrated, yield the settings; dispose the engine after."""
     settings = read_settings()
-    submit.configure(settings["TASK_MAX_QUEUED"])
+    submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
     load_task_modules(settings)
     try:
         where = make_url(settings["DATABASE_URL"]).render_as_string(hide_password=True)

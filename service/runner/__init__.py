@@ -1,4 +1,5 @@
 """The task system: submit, execute, record. Imports no Flask."""
+from db.keys import KeyReused
 from service.runner.config import RunnerConfig
 from service.runner.context import RetryTask, TaskCancelled, TaskContext
 from service.runner.submit import QueueFull, enqueue
@@ -8,6 +9,7 @@ from service.runner.registry import InvalidArguments, UnknownTask, registry, tas
 __all__ = [
     "Executor",
     "InvalidArguments",
+    "KeyReused",
     "QueueFull",
     "RetryTask",
     "RunnerConfig",

@@ -196,7 +196,7 @@ def _start_process(settings, concurrency):
     _state["settings"] = settings
     logs.configure(settings)
     load_task_modules(settings)
-    submit.configure(settings["TASK_MAX_QUEUED"])
+    submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
     # A held connection per pool thread, plus claims, upkeep and the relay.
     connections = (concurrency or settings["TASK_WORKERS"] or 1) + 4
     db.init_engine(settings["DATABASE_URL"], pool_size=connections, max_overflow=connections)

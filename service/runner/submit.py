@@ -9,15 +9,18 @@ there; a rollback forgets the task. The web, the CLI and tasks themselves
 submit this way, and need no executor of their own to do it.
 """
 import datetime as dt
+import hashlib
+import json
 import logging
+import re
 import threading
 import time
 import typing
 
 from sqlalchemy import event
 
-from db import tasks
-from db.models import DEFAULT_QUEUE, utcnow
+from db import keys, tasks
+from db.models import DEFAULT_QUEUE, Task, utcnow
 from db.session import session_factory
 from service import metrics
 from service.runner.registry import check_priority, registry
@@ -75,25 +78,66 @@ class Backlog:
 
 
 backlog = Backlog(10_000)  # this process's; configure() sets its bound from TASK_MAX_QUEUED
+unique_window = 86_400.0  # UNIQUE_WINDOW: seconds a finished task keeps its unique key
 _listeners = []  # called with [Enqueued] after each commit that queued tasks
+UNIQUE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, as a header carries it
 
 
-def configure(max_queued):
-    """Bound this process's submissions by TASK_MAX_QUEUED."""
-    global backlog
+def configure(max_queued, window=86_400.0):
+    """Bound this process's submissions by TASK_MAX_QUEUED; keep unique keys UNIQUE_WINDOW seconds."""
+    global backlog, unique_window
     backlog = Backlog(max_queued)
+    unique_window = window
 
 
 def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
-            retry_of=None, priority=None):
+            retry_of=None, priority=None, unique_key=None):
     """Check the task and add its queued row to the session's transaction (not committed).
 
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
     priority: higher runs first (-100..100); the task's own default if None.
+    unique_key: while a task submitted with this key is unfinished, or for
+    UNIQUE_WINDOW seconds after it finished, return that task instead of adding
+    one (keys.KeyReused if it was submitted with anything else).
     """
-    spec, stored_args = check_task(session, name, args)
-    return add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of,
+    return enqueue_once(session, name, args, delay, run_at, max_attempts, time_limit, retry_of,
+                        priority, unique_key)[0]
+
+
+def enqueue_once(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
+                 retry_of=None, priority=None, unique_key=None):
+    """enqueue(), also saying whether the task is new: (task, True), or (the key's task, False)."""
+    spec = registry.get(name)
+    stored_args = spec.normalize_args(args)
+    if unique_key is not None:
+        check_unique_key(unique_key)
+        fingerprint = submit_fingerprint(name, stored_args, delay=delay, run_at=run_at,
+                                         max_attempts=max_attempts, time_limit=time_limit,
+                                         priority=priority)
+        holder = keys.reserve(session, unique_key, fingerprint, unique_window)
+        if holder is not None:
+            return session.get(Task, holder, populate_existing=True), False
+    backlog.check(session)
+    task = add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of,
                        priority)
+    if unique_key is not None:
+        keys.bind(session, unique_key, task.id)
+    return task, True
+
+
+def check_unique_key(key):
+    """Raise ValueError unless key can be a unique key (1-200 visible ASCII characters)."""
+    if not isinstance(key, str) or not UNIQUE_KEY.match(key):
+        raise ValueError("a unique key is 1-200 visible ASCII characters (no spaces)")
+    return key
+
+
+def submit_fingerprint(name, args, **options):
+    """What identifies a submit: its task, arguments and the options it gave."""
+    given = {key: value.isoformat() if isinstance(value, dt.datetime) else value
+             for key, value in options.items() if value is not None}
+    text = json.dumps({"name": name, "args": args, **given}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
