@@ -8,6 +8,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, or_, select, update
 
+from db import limits
 from db.dialect import by_primary_key, dialect_of
 from db.models import QUEUED, RUNNING, Task, utcnow
 from db.tasks import _CLAIM_COLUMNS, _CLAIM_VALUES, _PAUSED, Claim
@@ -18,7 +19,7 @@ _CLAIM_IDS = by_primary_key(
     update(Task.__table__)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED,
            _c.run_after <= bindparam("now", type_=_c.run_after.type),
-           _c.queue.not_in(_PAUSED.scalar_subquery()))
+           _c.queue.not_in(_PAUSED.scalar_subquery()), _c.limit_key.is_(None))
     .values(**_CLAIM_VALUES)
 )
 _CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
@@ -28,20 +29,23 @@ _CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
 
 
 def claim_tasks(session, task_ids, owner):
-    """Mark those of task_ids that are queued, due and not in a paused queue running for
-    owner; return their Claims.
+    """Mark those of task_ids that are queued, due, not in a paused queue and (if limited)
+    within their key's concurrency running for owner; return their Claims.
 
-    The others (running, finished, not due, paused, unknown) are not ours to
-    run: a duplicate or stray delivery claims nothing.
+    The others (running, finished, not due, paused, at their limit, unknown) are
+    not ours to run: a duplicate or stray delivery claims nothing.
     """
     now = utcnow()
     params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
     taken = session.execute(_CLAIM_IDS, params).rowcount
     claims = [Claim(*row) for row in session.execute(_CLAIMED_IDS, params)] if taken else []
     if len(claims) < len(params["ids"]):
-        # Still queued: not due by this clock (another host's ran ahead, or a retry's delay) or
-        # its queue is paused. Unpublished again, so a relay sends it when it is due or its
-        # queue resumes, not CELERY_REPUBLISH_AFTER later.
+        rest = sorted(set(params["ids"]) - {claim.id for claim in claims})
+        claims += limits.claim_limited(session, owner, len(rest), task_ids=rest)
+    if len(claims) < len(params["ids"]):
+        # Still queued: not due by this clock (another host's ran ahead, or a retry's delay),
+        # its queue is paused or its key is at its limit. Unpublished again, so a relay sends
+        # it when it can run, not CELERY_REPUBLISH_AFTER later.
         session.execute(by_primary_key(
             update(Task).where(Task.id.in_(params["ids"]), Task.status == QUEUED)
             .values(published_at=None).execution_options(synchronize_session=False)))
@@ -69,8 +73,8 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     """Mark due queued tasks published and return [(id, queue)]: those never published
     (grace seconds after they became due, so a publish in flight is not doubled) and
     those published more than republish_after seconds ago and still not claimed
-    (republish_after=None: not those); never those of a paused queue; highest
-    priority first.
+    (republish_after=None: not those); never those of a paused queue or of a
+    limit key that has all its tasks running; highest priority first.
 
     Relays running at once take different rows (SKIP LOCKED on MySQL, RETURNING
     under SQLite's single writer); a row taken twice anyway is claimed once.
@@ -80,7 +84,8 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     if republish_after is not None:
         unpublished = or_(unpublished, Task.published_at < now - dt.timedelta(seconds=republish_after))
     due = (Task.status == QUEUED, Task.run_after <= now, unpublished,
-           Task.queue.not_in(_PAUSED.scalar_subquery()))
+           Task.queue.not_in(_PAUSED.scalar_subquery()),
+           or_(Task.limit_key.is_(None), limits.RUNNING_WITH_KEY < Task.concurrency))
     pick = (select(Task.id).where(*due)
             .order_by(Task.priority.desc(), Task.run_after, Task.id).limit(limit))
     if dialect_of(session).claim_returning:

@@ -88,11 +88,16 @@ class Task(Base):
         # first, then oldest), read in that order and skipped while not due. On
         # SQLite only queued rows are in it, so a task's finish and most of its
         # claim touch no index page (MySQL has no partial indexes: there it holds
-        # every row). Name and queue make counting queued (and on MySQL running)
-        # tasks per name, and skipping paused queues, index-only.
+        # every row). Name, queue and limit key make counting queued (and on MySQL
+        # running) tasks per name, skipping paused queues and leaving limited tasks
+        # to their own claim index-only.
         # (alembic cannot compare a DESC column: tests/test_migrations.py checks it instead)
         Index("ix_tasks_claim", "status", desc("priority"), "run_after", "id", "name", "queue",
-              sqlite_where=text("status = 'queued'"), info={"compare": False}),
+              "limit_key", sqlite_where=text("status = 'queued'"), info={"compare": False}),
+        # Tasks under a concurrency limit: how many of a key run, and its due ones in
+        # claim order. On SQLite only limited tasks are in it.
+        Index("ix_tasks_limit", "status", "limit_key", desc("priority"), "run_after", "id",
+              sqlite_where=text("limit_key IS NOT NULL"), info={"compare": False}),
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.
         Index("ix_tasks_finished_at", "finished_at"),
@@ -125,6 +130,9 @@ class Task(Base):
     # A retry is a new task: the old one keeps its error and points at the new one.
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first
     queue: Mapped[str] = mapped_column(String(100), default=DEFAULT_QUEUE)
+    # @task(concurrency=N): at most concurrency tasks with this key run at once.
+    limit_key: Mapped[str | None] = mapped_column(String(200))
+    concurrency: Mapped[int | None] = mapped_column(Integer)
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
     # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
@@ -143,6 +151,15 @@ class TaskQueue(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     changed_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class TaskLimit(Base):
+    """A concurrency limit's key: claims of its tasks take turns on this row (MySQL locks it)."""
+
+    __tablename__ = "task_limits"
+
+    limit_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class TaskKey(Base):

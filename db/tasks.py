@@ -45,7 +45,7 @@ class Claim:
 
 
 def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
-                retry_of=None, priority=0, queue=DEFAULT_QUEUE):
+                retry_of=None, priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None):
     """Insert a queued task; return it as a Task that is not attached to the session.
 
     A Core INSERT of a prebuilt statement: submitting is the hot path of the API.
@@ -65,6 +65,8 @@ def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=
         retry_of=retry_of,
         priority=priority,
         queue=queue,
+        limit_key=limit_key,
+        concurrency=concurrency,
     )
     task_id = session.execute(_INSERT, values).inserted_primary_key[0]
     return Task(id=task_id, **values)
@@ -110,7 +112,8 @@ def claim_tasks(session, owner, limit, queues=None):
     """Mark up to limit due queued tasks running for owner; return their Claims.
 
     Highest priority first, then the earliest due, then the oldest; only from
-    queues (all if None) and never from a paused one. The UPDATE only takes
+    queues (all if None) and never from a paused one; never a task under a
+    concurrency limit (db.limits.claim_tasks takes those too). The UPDATE only takes
     rows that are still queued, so two runners racing for the same row cannot
     both win; SKIP LOCKED (MySQL) keeps them off each other's rows in the first place.
     """
@@ -174,7 +177,8 @@ _PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
 def _due(served):
     """The claim's read of due rows, in claim order; served: only the :queues list."""
     where = [_c.status == QUEUED, _c.run_after <= bindparam("now", type_=_c.run_after.type),
-             _c.queue.not_in(_PAUSED.scalar_subquery())]
+             _c.queue.not_in(_PAUSED.scalar_subquery()),
+             _c.limit_key.is_(None)]  # limited tasks: db.limits claims them
     if served:
         where.append(_c.queue.in_(bindparam("queues", expanding=True)))
     return (select(_c.id).where(*where)

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
-from db import Session, users
+from db import Session, session_scope, users
 from db.models import Task, User
 from service.runner import RetryTask, task
 
@@ -147,3 +147,31 @@ def ranked(ctx, rank):
 def mail(ctx):
     """A task of the "mail" queue, priority 7 unless its submit says otherwise."""
     return users.create_user(Session, name="mailed", age=1).id
+
+
+class Slot(Schema):
+    seconds = fields.Float(load_default=0.1)
+    customer = fields.String(load_default="anyone")
+
+
+def mark_slot(ctx, edge):
+    """Record, in a transaction of its own, that an attempt of a limited task starts or ends, and when."""
+    with session_scope() as session:
+        users.create_user(session, name=f"slot {ctx.task_id}.{ctx.attempt} {edge} {time.time():.6f}",
+                          age=1)
+
+
+@task("limited", schema=Slot, concurrency=2)
+def limited(ctx, seconds, customer):
+    """At most two run at once, in every process together; each records its start and end."""
+    mark_slot(ctx, "start")
+    time.sleep(seconds)
+    mark_slot(ctx, "end")
+
+
+@task("per_customer", schema=Slot, concurrency=1, concurrency_key="customer")
+def per_customer(ctx, seconds, customer):
+    """One at a time per customer."""
+    mark_slot(ctx, "start")
+    time.sleep(seconds)
+    mark_slot(ctx, "end")

@@ -60,7 +60,7 @@ def test_sqlite_claim_index_holds_queued_rows_only_in_claim_order_and_serves_the
             claim = str(_due(served=False).compile(dialect=engine.dialect))
             plan = connection.exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + claim, ("queued", "2026-01-01 00:00:00", 16, 0)).all()
-        assert "(status, priority DESC, run_after, id, name, queue)" in sql
+        assert "(status, priority DESC, run_after, id, name, queue, limit_key)" in sql
         assert sql.endswith("WHERE status = 'queued'")
         assert "USING COVERING INDEX ix_tasks_claim" in str(plan)
         assert "TEMP B-TREE" not in str(plan)  # read in claim order, never sorted
@@ -86,4 +86,5 @@ def test_mysql_claim_index_reads_priority_descending(empty_db):
     finally:
         engine.dispose()
     assert [(name.lower(), order) for name, order in columns] == [
-        ("status", "A"), ("priority", "D"), ("run_after", "A"), ("id", "A"), ("name", "A"), ("queue", "A")]
+        ("status", "A"), ("priority", "D"), ("run_after", "A"), ("id", "A"), ("name", "A"), ("queue", "A"),
+        ("limit_key", "A")]

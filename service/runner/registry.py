@@ -1,6 +1,8 @@
 """Task functions registered by name; only registered names can ever run."""
 import dataclasses
+import hashlib
 import importlib
+import json
 import re
 
 from marshmallow import Schema, ValidationError
@@ -37,6 +39,22 @@ class TaskSpec:
     retry_on: tuple = ()  # exception types that get another attempt, with backoff
     queue: str = DEFAULT_QUEUE  # the queue its tasks wait in (a Celery queue of that name with Celery)
     priority: int = 0  # its tasks' priority unless a submit says otherwise; higher runs first
+    concurrency: int | None = None  # at most this many of its tasks (per key) run at once
+    concurrency_key: str | None = None  # an argument: the limit holds per value of it
+
+    def limit_key(self, stored_args):
+        """The key a limited task's slots are counted under (None: not limited)."""
+        if self.concurrency is None:
+            return None
+        if self.concurrency_key is None:
+            return self.name
+        field = self.schema.fields[self.concurrency_key]
+        value = json.dumps(stored_args.get(field.data_key or self.concurrency_key), sort_keys=True,
+                           separators=(",", ":"))
+        key = f"{self.name}:{value}"
+        if len(key) > LIMIT_KEY_LENGTH:  # a long value: its digest keeps keys distinct
+            key = f"{self.name}#{hashlib.sha256(value.encode()).hexdigest()}"
+        return key
 
     def load_args(self, args):
         """Validate args against the schema; return the loaded values."""
@@ -57,26 +75,29 @@ class TaskRegistry:
         self._specs = {}
 
     def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
-             priority=0):
+             priority=0, concurrency=None, concurrency_key=None):
         """Register the decorated function fn(ctx, **args) under name.
 
         retry_on: exception types (a tuple) after which the task gets another
         attempt with backoff while attempts remain; any other exception fails
         it at once. Transient database errors always get one. queue: where its
         tasks wait (a process serves the queues in TASK_QUEUES). priority: the
-        default of its submits, higher runs first.
+        default of its submits, higher runs first. concurrency: at most this
+        many of its tasks run at once across all processes, or per value of the
+        argument concurrency_key if given.
         """
         retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
             raise TypeError(f"task {name!r}: retry_on takes exception classes, got {retry_on!r}")
         check_queue_name(queue)
         check_priority(priority)
+        check_concurrency(name, schema, concurrency, concurrency_key)
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
             self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on,
-                                         queue, priority)
+                                         queue, priority, concurrency, concurrency_key)
             return fn
 
         return register
@@ -97,6 +118,8 @@ class TaskRegistry:
         return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE})
 
 
+LIMIT_KEY_LENGTH = 200  # tasks.limit_key
+CONCURRENCY = range(1, 10_001)
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 PRIORITIES = range(-100, 101)  # higher runs first
 
@@ -113,6 +136,20 @@ def check_priority(priority):
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
         raise ValueError(f"a priority is a whole number from -100 to 100, got {priority!r}")
     return priority
+
+
+def check_concurrency(name, schema, concurrency, concurrency_key):
+    """Raise ValueError unless concurrency is None or 1..10000 and concurrency_key names an argument."""
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency not in CONCURRENCY):
+        raise ValueError(f"task {name!r}: concurrency is a whole number from 1 to 10000, "
+                         f"got {concurrency!r}")
+    if concurrency_key is not None:
+        if concurrency is None:
+            raise ValueError(f"task {name!r}: concurrency_key needs a concurrency")
+        if concurrency_key not in schema().fields:
+            raise ValueError(f"task {name!r}: concurrency_key {concurrency_key!r} is not one of "
+                             f"its arguments")
 
 
 registry = TaskRegistry()

@@ -156,6 +156,8 @@ def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempt
         retry_of=retry_of,
         priority=priority,
         queue=spec.queue,
+        limit_key=spec.limit_key(stored_args),
+        concurrency=spec.concurrency,
     )
     session.info.setdefault(PENDING, []).append(
         Enqueued(task.id, name, retry_of, run_after, spec.queue))

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from db import HeldConnection, Session, session_scope, tasks
+from db import HeldConnection, Session, limits, session_scope, tasks
 from service import metrics
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
@@ -241,7 +241,7 @@ class ThreadExecutor(Executor):
         handing = False
         try:
             if limit:
-                claims = tasks.claim_tasks(session, self.owner, limit, self.config.queues)
+                claims = limits.claim_tasks(session, self.owner, limit, self.config.queues)
             if claims:
                 # Held from the claim to the hand-over: a claim that commits later
                 # (claims take the database's write lock in turn) reaches the

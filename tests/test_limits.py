@@ -1,0 +1,219 @@
+"""Concurrency limits: never more than `concurrency` tasks of one key running, across threads and processes."""
+import datetime as dt
+import signal
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+import db
+from db import limits, tasks
+from db.models import RunnerRecord, Task, User, utcnow
+from service.runner import submit
+from service.runner.registry import TaskRegistry
+from tests.conftest import backend, count_rows, wait_for
+from tests.sample_tasks import Slot
+from tests.server import Worker, migrate
+from tests.test_durability import FAST, processes  # noqa: F401  a fixture
+from tests.test_runner import wait_finished
+
+
+@pytest.fixture
+def shared_db(empty_db):
+    """A migrated database that worker processes and this process's registry both use."""
+    migrate(empty_db)
+    db.init_engine(empty_db)
+    yield empty_db
+    db.dispose_engine()
+
+
+def slot_marks(session):
+    """{"task id.attempt": {"start": t, "end": t}} from the marks limited tasks write."""
+    marks = {}
+    for name in session.scalars(select(User.name).where(User.name.like("slot %"))):
+        _, attempt, edge, when = name.split()
+        marks.setdefault(attempt, {})[edge] = float(when)
+    return marks
+
+
+def peak(marks, cut_at=float("inf")):
+    """The most tasks that were between their start and end marks at once (no end: cut_at)."""
+    events = sorted([(times["start"], 1) for times in marks.values()]
+                    + [(times.get("end", cut_at), -1) for times in marks.values()])
+    running = highest = 0
+    for _, step in events:  # at equal times an end (-1) sorts first
+        running += step
+        highest = max(highest, running)
+    return highest
+
+
+def enqueue(session, name, count, **args):
+    ids = [submit.enqueue(session, name, args).id for _ in range(count)]
+    session.commit()
+    return ids
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"concurrency": 0}, "whole number from 1"),
+    ({"concurrency": 10_001}, "whole number from 1"),
+    ({"concurrency": 1.5}, "whole number from 1"),
+    ({"concurrency": True}, "whole number from 1"),
+    ({"concurrency_key": "customer"}, "needs a concurrency"),
+    ({"concurrency": 2, "concurrency_key": "nope"}, "'nope' is not one of its arguments"),
+])
+def test_a_bad_limit_is_refused_where_the_task_is_declared(options, message):
+    with pytest.raises(ValueError, match=message):
+        TaskRegistry().task("t", schema=Slot, **options)
+
+
+def test_a_limited_task_carries_its_key_per_task_or_per_argument_value(session):
+    whole = submit.enqueue(session, "limited", {})
+    acme = submit.enqueue(session, "per_customer", {"customer": "acme"})
+    long = submit.enqueue(session, "per_customer", {"customer": "x" * 300})
+    plain = submit.enqueue(session, "noop", {})
+    session.commit()
+    assert (whole.limit_key, whole.concurrency) == ("limited", 2)
+    assert (acme.limit_key, acme.concurrency) == ('per_customer:"acme"', 1)
+    assert long.limit_key.startswith("per_customer#") and len(long.limit_key) <= 200
+    assert (plain.limit_key, plain.concurrency) == (None, None)
+
+
+def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
+    ids = enqueue(session, "limited", 5)
+    first = limits.claim_tasks(session, "a", 8)
+    session.commit()
+    assert [claim.id for claim in first] == ids[:2]
+    assert limits.claim_tasks(session, "b", 8) == []
+    session.commit()
+    assert tasks.finish_task(session, first[0], "a", "succeeded")
+    session.commit()
+    assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == ids[2:3]
+    session.commit()
+    assert count_rows(Task, Task.status == "running") == 2
+
+
+def test_each_value_of_the_key_argument_has_its_own_limit(session):
+    acme = enqueue(session, "per_customer", 3, customer="acme")
+    bolt = enqueue(session, "per_customer", 3, customer="bolt")
+    claimed = limits.claim_tasks(session, "a", 8)
+    session.commit()
+    assert sorted(claim.id for claim in claimed) == [acme[0], bolt[0]]
+
+
+def test_a_limited_task_of_higher_priority_goes_first_and_what_does_not_fit_waits_unchanged(session):
+    low = enqueue(session, "noop", 3)
+    high = [submit.enqueue(session, "limited", {}, priority=5).id for _ in range(3)]
+    session.commit()
+    claimed = limits.claim_tasks(session, "a", 3)
+    session.commit()
+    assert [claim.id for claim in claimed] == [high[0], high[1], low[0]]
+    waiting = session.execute(select(Task.id, Task.status, Task.owner, Task.attempts)
+                              .where(Task.id.in_([high[2], *low[1:]])).order_by(Task.id)).all()
+    assert [tuple(row[1:]) for row in waiting] == [("queued", None, 0)] * 3
+
+
+def test_plain_claims_and_deliveries_never_take_a_limited_task(session):
+    from db import delivery
+
+    ids = enqueue(session, "limited", 3)
+    assert tasks.claim_tasks(session, "a", 8) == []
+    session.commit()
+    assert [claim.id for claim in delivery.claim_tasks(session, ids, "b")] == ids[:2]
+    session.commit()
+    assert delivery.claim_tasks(session, ids[2:], "c") == []  # full: waits, to be published again
+    session.commit()
+    assert session.scalar(select(Task.published_at).where(Task.id == ids[2])) is None
+
+
+def test_the_relay_does_not_publish_a_key_that_is_full(session):
+    from db import delivery
+
+    ids = enqueue(session, "limited", 3)
+    limits.claim_tasks(session, "a", 8)
+    session.commit()
+    assert delivery.take_unpublished(session, 10, None, grace=0) == []
+    session.commit()
+    session.execute(update(Task).where(Task.id == ids[0]).values(status="succeeded"))
+    session.commit()
+    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
+
+
+def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
+    ids = enqueue(session, "limited", 3)
+    limits.claim_tasks(session, "dead", 8)
+    session.commit()
+    session.execute(update(Task).where(Task.status == "running")
+                    .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+    session.commit()
+    assert limits.claim_tasks(session, "alive", 8) == []  # still counted while its row runs
+    session.commit()
+    assert tasks.recover_expired(session, 30) == (2, 0)
+    session.commit()
+    # Both slots free again: the one that waited (due first), then a requeued one (due now).
+    assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == [ids[2], ids[0]]
+    session.commit()
+
+
+def test_four_worker_threads_run_a_limit_of_two_two_at_a_time(make_runner, session):
+    ids = enqueue(session, "limited", 12, seconds=0.05)
+    make_runner(workers=4)
+    rows = wait_finished(ids)
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    assert peak(slot_marks(session)) == 2
+
+
+def test_three_processes_run_40_limited_tasks_never_more_than_two_at_once(shared_db, tmp_path,
+                                                                           processes):
+    url = shared_db
+    for n in range(3):
+        processes.append(Worker(url, tmp_path / f"w{n}.log", TASK_WORKERS=4,
+                                TASK_MODULES="tests.sample_tasks", **FAST).start())
+    wait_for(lambda: count_rows(RunnerRecord) == 3, message="three runners polling")
+    with db.session_scope() as session:
+        ids = [submit.enqueue(session, "limited", {"seconds": 0.1}).id for _ in range(40)]
+    rows = wait_finished(ids, timeout=90)
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    assert {row.attempts for row in rows.values()} == {1}
+    owners = {row.owner for row in rows.values()}
+    print(f"40 limited tasks ran in {len(owners)} processes")
+    if backend(url) != "sqlite":
+        # (On SQLite a finishing task claims the next in its own commit, so the process
+        # that first got the two slots may keep them while the others claim in vain.)
+        assert len(owners) > 1
+    with db.session_scope() as session:
+        marks = slot_marks(session)
+    assert len(marks) == 40 and all(len(times) == 2 for times in marks.values())
+    assert peak(marks) == 2
+
+
+def test_a_slot_held_by_a_killed_process_frees_after_its_lease(shared_db, tmp_path, processes):
+    url = shared_db
+    first = Worker(url, tmp_path / "a.log", TASK_WORKERS=4, TASK_MODULES="tests.sample_tasks",
+                   **FAST).start()
+    processes.append(first)
+    with db.session_scope() as session:
+        held = [submit.enqueue(session, "limited", {"seconds": 2}).id for _ in range(2)]
+        waiting = submit.enqueue(session, "limited", {"seconds": 0}).id
+    def both_started():
+        with db.session_scope() as session:
+            return {f"{task_id}.1" for task_id in held} <= set(slot_marks(session))
+
+    wait_for(both_started, message="both slots held")
+    first.signal(signal.SIGKILL)
+    killed_at = time.time()
+    first.wait(10)
+    second = Worker(url, tmp_path / "b.log", TASK_WORKERS=4, TASK_MODULES="tests.sample_tasks",
+                    **FAST).start()
+    processes.append(second)
+    rows = wait_finished([*held, waiting], timeout=60)
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    assert sorted(rows[task_id].attempts for task_id in held) == [2, 2]  # requeued by the lease
+    assert rows[waiting].attempts == 1
+    with db.session_scope() as session:
+        marks = slot_marks(session)
+    # The waiting task started only when the dead process's lease (2 s, heartbeats every
+    # 0.5 s) had run out: until then its two tasks still held both slots.
+    assert marks[f"{waiting}.1"]["start"] > killed_at + 1.0
+    assert [f"{task_id}.1" in marks and "end" not in marks[f"{task_id}.1"] for task_id in held] == [True, True]
+    finished = {attempt: times for attempt, times in marks.items() if "end" in times}
+    assert len(finished) == 3 and peak(finished) <= 2
