@@ -162,6 +162,18 @@ class TaskLimit(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class TaskSchedule(Base):
+    """A recurring task's last slot: a slot is taken by moving last_slot forward, so each
+    runs at most once however many schedulers look at it."""
+
+    __tablename__ = "task_schedules"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # the task's name
+    last_slot: Mapped[dt.datetime] = mapped_column(Timestamp)  # UTC; the newest slot taken
+    last_task_id: Mapped[int | None] = mapped_column(Integer)  # the task queued for it
+    changed_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class TaskKey(Base):
     """An idempotency key and the task it names: one row per key, so the primary key
     makes two submits with one key race-free on every database (no partial index needed)."""

@@ -60,12 +60,12 @@ def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
     load_task_modules(app.config)  # the document lists every registered task
     from service import dashboard
-    from service.api import IdConverter, health, observe, queues, seed, stats, tasks, users
+    from service.api import IdConverter, health, observe, queues, schedules, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
 
     app.url_map.converters["id"] = IdConverter
     api = ServiceApi(app)
-    modules = [users, tasks, queues, stats, seed, health]
+    modules = [users, tasks, queues, schedules, stats, seed, health]
     if app.config["BENCH_MODE"]:
         from service import bench
 

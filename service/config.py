@@ -1,6 +1,7 @@
 """Every setting, read from the environment with safe defaults."""
 import importlib.util
 import os
+import zoneinfo
 
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
 
@@ -80,6 +81,15 @@ def _choice(environ, key, choices):
     return raw
 
 
+def _time_zone(environ, key):
+    name = (environ.get(key) or "UTC").strip()
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{key} must be a time zone name such as UTC or Europe/Berlin, "
+                          f"got {name!r}") from None
+
+
 def _flag(environ, key, default=False):
     raw = environ.get(key)
     if raw is None or raw == "":
@@ -124,6 +134,10 @@ def load_config(environ):
         "TASK_MODULES": _modules(environ, "TASK_MODULES"),
         # The queues this process takes tasks from (None: every queue).
         "TASK_QUEUES": _queues(environ, "TASK_QUEUES"),
+        # Whether this process queues recurring tasks' slots (@task(cron=...) or every=...).
+        "SCHEDULES_ENABLED": _flag(environ, "SCHEDULES_ENABLED", True),
+        # The time zone cron expressions are read in (an IANA name).
+        "SCHEDULE_TZ": _time_zone(environ, "SCHEDULE_TZ"),
         # Where tasks run: threads in the web and worker processes, or Celery workers.
         "TASK_EXECUTOR": _choice(environ, "TASK_EXECUTOR", ("threads", "celery")),
         "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",

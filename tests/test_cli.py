@@ -494,3 +494,19 @@ def test_a_bad_queue_name_or_priority_is_refused_before_the_database(tasks_cli, 
     assert "queue name" in refused(tasks_cli("pause", "no spaces"), code=2)
     assert "--priority" in refused(tasks_cli("submit", "noop", "--priority", "101"), code=2)
     assert task_rows(engine) == []
+
+
+def test_schedules_are_listed_with_their_last_and_next_run(tasks_cli, url, monkeypatch):
+    from service.runner import scheduler as scheduler_module
+    from tests.test_schedules import recurring
+
+    assert "no recurring tasks" in ok(tasks_cli("schedules"))
+    tasks = recurring(every=3600, args={"kind": "hourly"})
+    monkeypatch.setattr(scheduler_module, "registry", tasks)
+    listing = ok(tasks_cli("schedules", SCHEDULE_TZ="Europe/Berlin"))
+    assert listing.splitlines()[0].split()[:3] == ["TASK", "SCHEDULE", "TZ"]
+    assert "report" in listing and "every 3600 s" in listing and "Europe/Berlin" in listing
+    assert '{"kind":"hourly"}' in listing
+    [row] = json.loads(ok(tasks_cli("schedules", "--json")))
+    assert row["last_task_id"] is None and row["next_run_at"].endswith("+00:00")
+    assert "SCHEDULE_TZ" in refused(tasks_cli("schedules", SCHEDULE_TZ="Nowhere/Land"))

@@ -29,6 +29,25 @@ def test_overview_counts_what_the_api_counts(client):
     assert "<svg" in part and 'class="bar-succeeded"' in part
 
 
+def test_overview_lists_each_schedule_with_its_last_run_and_next_slot(client, monkeypatch):
+    from service.runner import scheduler as scheduler_module
+    from service.runner.scheduler import Scheduler
+    from tests.test_schedules import recurring
+
+    assert "No recurring tasks" in client.get("/dashboard?part=1").get_data(as_text=True)
+    tasks = recurring(cron="0 3 * * *", args={"kind": "daily"})
+    monkeypatch.setattr(scheduler_module, "registry", tasks)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    Scheduler(True, dt.timezone.utc, tasks).tick(now - dt.timedelta(days=1))
+    Scheduler(True, dt.timezone.utc, tasks).tick(now)
+    [listed] = client.get("/api/schedules").get_json()
+    part = client.get("/dashboard?part=1").get_data(as_text=True)
+    row = part[part.index('data-schedule="report"'):]
+    row = row[:row.index("</tr>")]
+    assert "<code>0 3 * * *</code> (UTC)" in row and "<code>{\"kind\": \"daily\"}</code>" in row
+    assert f'href="/dashboard/tasks/{listed["last_task_id"]}"' in row and " ago</a>" in row
+
+
 def test_task_list_filters_and_shows_progress_and_actions(client):
     waiting = client.post("/api/tasks", json={"name": "noop", "delay": 3600}).get_json()["id"]
     page = client.get("/dashboard/tasks?status=queued&name=noop").get_data(as_text=True)

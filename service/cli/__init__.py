@@ -251,3 +251,4 @@ def worker():
 
 
 from service.cli import queues  # noqa: E402,F401  tasks queues|pause|resume
+from service.cli import schedules  # noqa: E402,F401  tasks schedules

@@ -13,6 +13,7 @@ from db import Session, queues, stats, tasks
 from db.models import FINISHED_STATES, STATES, utcnow
 from service import auth
 from service.runner import registry
+from service.runner.scheduler import list_schedules
 from service.schemas import TaskQuery
 
 blp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
@@ -38,9 +39,10 @@ def page(template, **context):
 
 @blp.route("")
 def overview():
-    """Counts, the last hour's finishes, the queue, the named queues and the processes."""
+    """Counts, the last hour's finishes, the queue, the named queues, schedules and processes."""
     summary = stats.overview(Session, current_app.config["TASK_LEASE"])
     return page("overview.html", summary=summary, queues=queues.list_queues(Session, registry.queues()),
+                schedules=list_schedules(Session, current_app.config["SCHEDULE_TZ"]),
                 chart=chart(summary["finished_per_minute"]), now=summary["generated_at"])
 
 

@@ -1,5 +1,6 @@
 """Settings of one runner."""
 import dataclasses
+import datetime as dt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,8 @@ class RunnerConfig:
     broker_url: str = "redis://127.0.0.1:6379/0"  # CELERY_BROKER_URL, for the celery executor
     republish_after: float = 30.0  # CELERY_REPUBLISH_AFTER: a published id unclaimed this long goes again
     queues: tuple | None = None  # TASK_QUEUES: the queues this process serves (None: all)
+    schedules_enabled: bool = True  # SCHEDULES_ENABLED: this process queues recurring tasks
+    schedule_tz: dt.tzinfo = dt.timezone.utc  # SCHEDULE_TZ: cron expressions' time zone
 
     @classmethod
     def from_settings(cls, settings):
@@ -40,4 +43,6 @@ class RunnerConfig:
             broker_url=settings["CELERY_BROKER_URL"],
             republish_after=settings["CELERY_REPUBLISH_AFTER"],
             queues=settings["TASK_QUEUES"],
+            schedules_enabled=settings["SCHEDULES_ENABLED"],
+            schedule_tz=settings["SCHEDULE_TZ"],
         )

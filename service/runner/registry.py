@@ -8,6 +8,7 @@ import re
 from marshmallow import Schema, ValidationError
 
 from db.models import DEFAULT_QUEUE
+from service.runner.schedule import Schedule, check_schedule
 
 
 class UnknownTask(LookupError):
@@ -41,6 +42,7 @@ class TaskSpec:
     priority: int = 0  # its tasks' priority unless a submit says otherwise; higher runs first
     concurrency: int | None = None  # at most this many of its tasks (per key) run at once
     concurrency_key: str | None = None  # an argument: the limit holds per value of it
+    schedule: Schedule | None = None  # when it recurs by itself (cron= or every=)
 
     def limit_key(self, stored_args):
         """The key a limited task's slots are counted under (None: not limited)."""
@@ -75,7 +77,7 @@ class TaskRegistry:
         self._specs = {}
 
     def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
-             priority=0, concurrency=None, concurrency_key=None):
+             priority=0, concurrency=None, concurrency_key=None, cron=None, every=None, args=None):
         """Register the decorated function fn(ctx, **args) under name.
 
         retry_on: exception types (a tuple) after which the task gets another
@@ -84,7 +86,8 @@ class TaskRegistry:
         tasks wait (a process serves the queues in TASK_QUEUES). priority: the
         default of its submits, higher runs first. concurrency: at most this
         many of its tasks run at once across all processes, or per value of the
-        argument concurrency_key if given.
+        argument concurrency_key if given. cron (an expression, in SCHEDULE_TZ)
+        or every (seconds): it also recurs by itself, with args (checked now).
         """
         retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
@@ -92,12 +95,21 @@ class TaskRegistry:
         check_queue_name(queue)
         check_priority(priority)
         check_concurrency(name, schema, concurrency, concurrency_key)
+        schedule = check_schedule(name, cron, every, args)
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
-            self._specs[name] = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on,
-                                         queue, priority, concurrency, concurrency_key)
+            spec = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on, queue, priority,
+                            concurrency, concurrency_key)
+            if schedule is not None:
+                try:  # stored as it will be submitted, so a bad one fails here, not at 3 a.m.
+                    args = spec.normalize_args(schedule.args)
+                except InvalidArguments as error:
+                    raise ValueError(f"task {name!r}: its schedule's args are invalid: "
+                                     f"{error.messages}") from None
+                spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
+            self._specs[name] = spec
             return fn
 
         return register
@@ -112,6 +124,10 @@ class TaskRegistry:
     def names(self):
         """Return the registered names, sorted."""
         return sorted(self._specs)
+
+    def scheduled(self):
+        """The specs of the tasks that recur, by name."""
+        return [self._specs[name] for name in self.names() if self._specs[name].schedule]
 
     def queues(self):
         """The queues registered tasks wait in, sorted."""

@@ -1,7 +1,8 @@
 """What a process that runs tasks keeps doing besides running them, whichever executor it uses.
 
 Each poll interval: signal tasks past their time limit (and fail those that
-ignore it) and save the progress they reported. Each heartbeat: refresh the
+ignore it), save the progress they reported, and queue recurring tasks whose
+slot came. Each heartbeat: refresh the
 leases of our running tasks, record this process in the runners table, pass
 on cancel requests, take back tasks whose lease expired elsewhere, and keep
 the counts rolled up and old tasks pruned.
@@ -15,6 +16,7 @@ from db import runners, session_scope, tasks
 from service import metrics
 from service.runner import outcomes
 from service.runner.housekeeping import keep_tables
+from service.runner.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,13 @@ class Upkeep:
         self.owner = owner
         self.config = config
         self.attempts = attempts
+        self.scheduler = Scheduler(config.schedules_enabled, config.schedule_tz)
 
     def tick(self):
-        """Each poll interval: time limits, progress, and the busy/idle workers gauge."""
+        """Each poll interval: time limits, progress, schedules, and the busy/idle workers gauge."""
         self.enforce_time_limits()
         self.save_progress()
+        self.scheduler.tick()
         # Set here, not per task: under gunicorn each gauge write is a locked file write.
         busy = sum(1 for attempt in self.attempts() if attempt.started is not None)
         metrics.set_workers(busy, max(0, self.config.workers - busy))
