@@ -75,6 +75,7 @@ class TaskRegistry:
 
     def __init__(self):
         self._specs = {}
+        self._limited = False  # a claim looks for limited tasks only if one is registered
 
     def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
              priority=0, concurrency=None, concurrency_key=None, cron=None, every=None, args=None):
@@ -110,6 +111,7 @@ class TaskRegistry:
                                      f"{error.messages}") from None
                 spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
             self._specs[name] = spec
+            self._limited = self._limited or concurrency is not None
             return fn
 
         return register
@@ -124,6 +126,10 @@ class TaskRegistry:
     def names(self):
         """Return the registered names, sorted."""
         return sorted(self._specs)
+
+    def has_limits(self):
+        """True if a registered task has a concurrency limit."""
+        return self._limited
 
     def scheduled(self):
         """The specs of the tasks that recur, by name."""
