@@ -60,3 +60,12 @@ def test_add_is_refused_at_once_when_no_request_thread_can_be_spared(make_app):
     assert "SEED_SYNC_SLOTS" in response.get_json()["message"]
     assert int(response.headers["Retry-After"]) > 0
     assert count_rows(User) == 0
+
+
+def test_the_bench_modes_seed_pattern_answers_at_once_and_writes_its_row_untracked(make_app):
+    client = make_app(BENCH_MODE=True).test_client()
+    response = client.get("/bench/seed_pattern")
+    assert response.status_code == 200 and response.get_json() == "success"
+    wait_for(lambda: count_rows(User, User.name == "seed pattern") == 1, message="the pool's row")
+    assert count_rows(Task) == 0  # no task: nothing tracks it
+    assert make_app().test_client().get("/bench/seed_pattern").status_code == 404  # bench mode only

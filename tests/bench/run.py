@@ -19,7 +19,7 @@ import db
 from db import users
 from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench import celery_race, watch
+from tests.bench import article, celery_race, watch
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -28,6 +28,7 @@ from tests.server import ROOT, Server, migrate
 MYSQL_SERVER = "mysql+pymysql://root:@127.0.0.1:3306"
 MYSQL_DB = "tasks_bench"
 MYSQL_BIG_DB = "tasks_bench_big"
+MYSQL_ARTICLE_DB = "tasks_bench_article"
 WORKERS = 4
 
 
@@ -205,7 +206,7 @@ def bench_overhead(server, total):
 
 
 SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard")  # one database and server for these
-PARTS = SERVED + ("big",)  # big makes its own
+PARTS = SERVED + ("big", "article")  # big and article make their own
 
 
 def run_served(kind, parts, scale):
@@ -253,6 +254,10 @@ def main():
     if "big" in parts:
         url = database_url(options.db, "big.db", MYSQL_BIG_DB)
         results["big"] = bench_big(url, options.db, scale)
+    if "article" in parts:
+        results["article"] = article.bench_article(
+            lambda: database_url(options.db, "article.db", MYSQL_ARTICLE_DB),
+            pathlib.Path(ROOT, "var", "bench"), article.TOTAL // scale)
     report(results)
     write_results(results, keep_others=bool(options.only))
 
@@ -318,6 +323,8 @@ def report(r):
         rows += watch.report_rows(r["dashboard"])
     if "big" in r:
         rows += report_rows(r["big"])
+    if "article" in r:
+        rows += article.report_rows(r["article"])
     print(f"\n{r['database']}")
     for name, value, floor, note in rows:
         print(f"  {name:36} {str(value):>16}  {str(floor):>24}  {note}")
