@@ -34,8 +34,11 @@ def reserve(session, key, fingerprint, window):
                           .with_for_update()).one()
     if row.task_id is None:
         return None
+    # A plain read (no lock on the task: retention deletes a task, then its key, and
+    # a lock here in the other order could deadlock with it); the key row we hold keeps
+    # the task from being deleted until we commit.
     holder = session.execute(select(Task.status, Task.finished_at).where(Task.id == row.task_id)
-                             .with_for_update(read=True)).one_or_none()
+                             ).one_or_none()
     if holder is not None and (holder.status not in FINISHED_STATES
                                or holder.finished_at > now - dt.timedelta(seconds=window)):
         if row.fingerprint != fingerprint:

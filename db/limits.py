@@ -8,6 +8,8 @@ on MySQL and takes the write lock on SQLite, and only then counts. Nothing but
 the running rows holds a slot, so a slot held by a process that died frees when
 lease recovery requeues its task.
 """
+import time
+
 from sqlalchemy import bindparam, func, select, update
 
 from db.dialect import dialect_of
@@ -47,7 +49,9 @@ def _statements(served, given):
     keys = select(_c.limit_key).where(*where).distinct()
     running = RUNNING_PER_KEY.subquery()
     ranked = (
-        select(_c.id, _c.priority, _c.run_after, _c.concurrency,
+        # A key's limit is the lowest among its waiting tasks (a deploy may have changed it).
+        select(_c.id, _c.priority, _c.run_after,
+               func.min(_c.concurrency).over(partition_by=_c.limit_key).label("concurrency"),
                func.coalesce(running.c.running, 0).label("running"),
                func.row_number().over(partition_by=_c.limit_key,
                                       order_by=(_c.priority.desc(), _c.run_after, _c.id))
@@ -112,3 +116,31 @@ def claim_tasks(session, owner, limit, queues=None):
     if extra:
         session.execute(_UNCLAIM, {"ids": extra, "v_owner": owner})
     return claims[:limit]
+
+
+_ANY_WAITING = select(_c.id).where(_c.status == QUEUED, _c.limit_key.is_not(None)).limit(1)
+
+
+class Claimer:
+    """A process's claims: with the limited step while it declares a limited task, or while
+    any limited task waits (looked up at most every `every` seconds), so that rows queued
+    under a declaration a deploy has since removed are still claimed."""
+
+    def __init__(self, declares_limits, every=1.0):
+        self.declares_limits = declares_limits  # () -> bool
+        self.every = every
+        self._looked_at = -float("inf")
+        self._waiting = False
+
+    def claim_tasks(self, session, owner, limit, queues=None):
+        """claim_tasks() above if limited tasks may wait, else the plain tasks.claim_tasks()."""
+        if self.declares_limits() or self._some_waiting(session):
+            return claim_tasks(session, owner, limit, queues)
+        return tasks.claim_tasks(session, owner, limit, queues)
+
+    def _some_waiting(self, session):
+        now = time.monotonic()
+        if now - self._looked_at >= self.every:
+            self._looked_at = now
+            self._waiting = session.execute(_ANY_WAITING).first() is not None
+        return self._waiting

@@ -31,6 +31,9 @@ NAMING_CONVENTION = {
 
 # Microseconds on MySQL too: leases, ordering and timings need sub-second precision.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Keys compared byte for byte, as SQLite and Python compare them (MySQL's default
+# collation ignores case: "aB" and "Ab" would be one idempotency key there).
+ExactKey = String(200).with_variant(mysql.VARCHAR(200, collation="utf8mb4_bin"), "mysql", "mariadb")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -131,7 +134,7 @@ class Task(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first
     queue: Mapped[str] = mapped_column(String(100), default=DEFAULT_QUEUE)
     # @task(concurrency=N): at most concurrency tasks with this key run at once.
-    limit_key: Mapped[str | None] = mapped_column(String(200))
+    limit_key: Mapped[str | None] = mapped_column(ExactKey)
     concurrency: Mapped[int | None] = mapped_column(Integer)
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
@@ -158,7 +161,7 @@ class TaskLimit(Base):
 
     __tablename__ = "task_limits"
 
-    limit_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    limit_key: Mapped[str] = mapped_column(ExactKey, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
@@ -180,7 +183,7 @@ class TaskKey(Base):
 
     __tablename__ = "task_keys"
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(ExactKey, primary_key=True)
     # None only inside the transaction that is submitting the key's task.
     task_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("tasks.id", ondelete="CASCADE"), index=True)

@@ -217,3 +217,27 @@ def test_a_slot_held_by_a_killed_process_frees_after_its_lease(shared_db, tmp_pa
     assert [f"{task_id}.1" in marks and "end" not in marks[f"{task_id}.1"] for task_id in held] == [True, True]
     finished = {attempt: times for attempt, times in marks.items() if "end" in times}
     assert len(finished) == 3 and peak(finished) <= 2
+
+
+def test_a_process_that_declares_no_limit_still_claims_limited_rows_that_wait(session):
+    ids = enqueue(session, "limited", 3)  # queued under a declaration this process has not
+    claimer = limits.Claimer(lambda: False)
+    assert [claim.id for claim in claimer.claim_tasks(session, "a", 8)] == ids[:2]
+    session.commit()
+    assert claimer.claim_tasks(session, "a", 8) == []  # the limit still holds
+    session.commit()
+
+
+def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):
+    ids = [tasks.insert_task(session, "noop", {}, limit_key="k", concurrency=n).id for n in (5, 5, 2, 5)]
+    session.commit()
+    assert [claim.id for claim in limits.claim_tasks(session, "a", 8)] == ids[:2]
+    session.commit()
+
+
+def test_key_values_differing_only_in_case_are_different_keys(session):
+    upper = enqueue(session, "per_customer", 2, customer="Ann")
+    lower = enqueue(session, "per_customer", 2, customer="ann")
+    claimed = limits.claim_tasks(session, "a", 8)
+    session.commit()
+    assert sorted(claim.id for claim in claimed) == [upper[0], lower[0]]

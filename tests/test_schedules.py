@@ -65,6 +65,14 @@ def test_slots_of_an_interval_and_of_cron_in_a_time_zone():
     assert nightly.latest(dt.datetime(2026, 11, 30, 3), UTC) == dt.datetime(2026, 11, 30, 3)
 
 
+def test_cron_in_a_time_zone_keeps_every_slot_of_the_hour_that_repeats_when_clocks_go_back():
+    quarterly = check_schedule("t", "*/15 * * * *", None, {})
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")  # 25 Oct 2026, 01:00 UTC: 03:00 CEST -> 02:00 CET
+    night = dt.datetime(2026, 10, 25, 0, 0, 5)
+    slots = [quarterly.latest(night + dt.timedelta(minutes=m), berlin) for m in range(0, 180, 15)]
+    assert slots == [dt.datetime(2026, 10, 25, 0, 0) + dt.timedelta(minutes=m) for m in range(0, 180, 15)]
+
+
 def test_a_new_schedule_waits_for_its_next_slot_then_queues_each_slot_once(session):
     scheduler = Scheduler(True, UTC, recurring(every=10, args={"kind": "daily"}))
     scheduler.tick(T0 + dt.timedelta(seconds=3))

@@ -135,3 +135,10 @@ def test_pruning_a_finished_task_frees_its_key(session, runner):
     with db.session_scope() as s:
         assert stats.prune_finished(s, dt.timedelta(days=7)) == 1
     assert count_rows(Task) == 0 and count_rows(TaskKey) == 0
+
+
+def test_keys_differing_only_in_case_are_different_keys(client):
+    first = post(client, headers={"Idempotency-Key": "order-aB3x"})
+    second = post(client, headers={"Idempotency-Key": "order-Ab3X"})  # MySQL's default collation would call them one key
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json["id"] != second.json["id"] and count_rows(Task) == 2

@@ -21,12 +21,14 @@ depends_on: Union[str, Sequence[str], None] = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(
     mysql.DATETIME(fsp=6), 'mysql')
+# Compared byte for byte on MySQL too (its default collation ignores case).
+ExactKey = sa.String(length=200).with_variant(mysql.VARCHAR(200, collation='utf8mb4_bin'), 'mysql', 'mariadb')
 
 
 def upgrade() -> None:
     op.create_table(
         'task_keys',
-        sa.Column('key', sa.String(length=200), nullable=False),
+        sa.Column('key', ExactKey, nullable=False),
         sa.Column('task_id', sa.Integer(), nullable=True),
         sa.Column('fingerprint', sa.String(length=64), nullable=False),
         sa.Column('created_at', Timestamp, nullable=False),

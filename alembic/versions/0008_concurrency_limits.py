@@ -22,6 +22,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(
     mysql.DATETIME(fsp=6), 'mysql')
+# Compared byte for byte on MySQL too (its default collation ignores case).
+ExactKey = sa.String(length=200).with_variant(mysql.VARCHAR(200, collation='utf8mb4_bin'), 'mysql', 'mariadb')
 CLAIM = ['status', sa.text('priority DESC'), 'run_after', 'id', 'name', 'queue']
 
 
@@ -32,7 +34,7 @@ def create_index(name, columns, sqlite_where):
 
 def upgrade() -> None:
     with op.batch_alter_table('tasks') as batch_op:
-        batch_op.add_column(sa.Column('limit_key', sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column('limit_key', ExactKey, nullable=True))
         batch_op.add_column(sa.Column('concurrency', sa.Integer(), nullable=True))
     op.drop_index('ix_tasks_claim', table_name='tasks')
     create_index('ix_tasks_claim', CLAIM + ['limit_key'], "status = 'queued'")
@@ -40,7 +42,7 @@ def upgrade() -> None:
                  "limit_key IS NOT NULL")
     op.create_table(
         'task_limits',
-        sa.Column('limit_key', sa.String(length=200), nullable=False),
+        sa.Column('limit_key', ExactKey, nullable=False),
         sa.Column('created_at', Timestamp, nullable=False),
         sa.PrimaryKeyConstraint('limit_key', name=op.f('pk_task_limits')),
     )

@@ -27,7 +27,8 @@ class Schedule:
         if self.every:
             periods = math.floor((now - EPOCH).total_seconds() / self.every)
             return EPOCH + dt.timedelta(seconds=periods * self.every)
-        after = _local(now, tz).replace(microsecond=0) + dt.timedelta(seconds=1)
+        # The second is added in UTC: local time repeats an hour when clocks go back.
+        after = _local(now.replace(microsecond=0) + dt.timedelta(seconds=1), tz)
         return _utc(next(CronSim(self.cron, after, reverse=True)))
 
     def following(self, now, tz):
