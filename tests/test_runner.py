@@ -86,7 +86,10 @@ def test_no_connection_or_session_left_after_200_tasks(session_threads, runner, 
     assert {r.status for r in rows.values()} == {"succeeded"}
     # Every task started on a fresh session, and every task's session was closed after it.
     assert not [r.id for r in rows.values() if r.result["session_at_start"]]
-    assert not [task_id for task_id in ids if not inspect(PROBE_WRITES[task_id][1]).detached]
+    # (Its status commits first, then its session is removed: the row can show succeeded
+    # a moment before the session is gone, so wait for it rather than look once.)
+    wait_for(lambda: not [task_id for task_id in ids if not inspect(PROBE_WRITES[task_id][1]).detached],
+             message="every task's session to be removed")
     assert len({r.result["thread"] for r in rows.values()}) <= runner.config.workers
     assert users_named("probe") == 200
     wait_for(lambda: database.pool.checkedout() == 0, message="pool checked-out to reach 0")
