@@ -29,10 +29,9 @@ def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(tmp_path):
 
 
 @mysql_only
-def test_mysql_pool_pings_and_recycles(db_url):
+def test_mysql_pool_recycles_and_sets_isolation_and_timeouts(db_url):
     engine = db.init_engine(db_url, pool_size=12, max_overflow=3)
     try:
-        assert engine.pool._pre_ping is True
         assert 0 < engine.pool._recycle < 28800
         assert engine.pool.size() == 12
         with engine.connect() as connection:
@@ -41,6 +40,34 @@ def test_mysql_pool_pings_and_recycles(db_url):
             assert (raw._read_timeout, raw._write_timeout) == (600, 30)
     finally:
         db.dispose_engine()
+
+
+def test_a_connection_is_pinged_only_after_sitting_idle(database, monkeypatch):
+    pings = []
+    real_ping = database.dialect.do_ping
+    monkeypatch.setattr(database.dialect, "do_ping", lambda raw: pings.append(raw) or real_ping(raw))
+    for _ in range(3):  # used a moment ago: trusted
+        with database.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    assert pings == []
+    monkeypatch.setattr(db.session, "PING_AFTER", 0.0)  # now every checkout is "idle"
+    with database.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert len(pings) == 1
+
+
+@mysql_only
+def test_a_pooled_connection_the_server_killed_is_replaced_at_its_idle_checkout(database, monkeypatch):
+    import pymysql
+
+    with database.connect() as connection:
+        victim = connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+    killer = pymysql.connect(host="127.0.0.1", user="root", password="")
+    killer.cursor().execute(f"KILL {victim}")
+    killer.close()
+    monkeypatch.setattr(db.session, "PING_AFTER", 0.0)
+    with database.connect() as connection:  # the ping finds it dead; the pool connects anew
+        assert connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar() != victim
 
 
 def test_each_thread_gets_its_own_session_and_remove_releases_it(session):
