@@ -76,6 +76,19 @@ def _ping_if_idle(dialect, dbapi_connection, connection_record, connection_proxy
     connection_record.info["used_at"] = time.monotonic()
 
 
+def warm_pool():
+    """Open the pool's connections now (all at once, then back to the pool), so that the
+    first requests after start do not each wait for a connect."""
+    engine = get_engine()
+    connections = []
+    try:
+        for _ in range(engine.pool.size()):
+            connections.append(engine.connect())
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 def get_engine():
     """Return the engine bound by init_engine."""
     if _engine is None:

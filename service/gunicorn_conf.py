@@ -95,6 +95,22 @@ def post_worker_init(worker):
     executor = _executor(worker)
     if executor is not None and executor.runs_here():
         executor.start()
+    _warm_up(worker)
+
+
+def _warm_up(worker):
+    """Be ready before the first request: the pool's connections open and the code paths
+    of a request (routing, schemas, the database) run once, so the first requests after
+    start are as fast as the next ones."""
+    from db import warm_pool
+
+    try:
+        warm_pool()
+        with worker.wsgi.test_client() as client:
+            client.get("/readyz")
+            client.get("/openapi.json")
+    except Exception:  # a cold start is slower, never fatal: the requests meet the error themselves
+        worker.log.warning("warm-up did not complete", exc_info=True)
 
 
 def worker_exit(server, worker):

@@ -47,6 +47,15 @@ def test_article_flow_on_gunicorn(server):
     assert sorted(u["id"] for u in users) == [1, 2, 3]
 
 
+def test_a_worker_is_warm_before_its_first_request(server):
+    status, _, ready = server.request("GET", "/readyz")
+    assert status == 200
+    pool = ready["pool"]
+    # Every connection the process will need is open already (a cold pool holds the
+    # one or two the runner and this request opened).
+    assert pool["idle"] + pool["checked_out"] == pool["size"] == 8 + 4 + 2
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     status, _, task = server.request("POST", "/api/tasks", {"name": "create_user",
                                                           "args": {"name": "a", "age": 1}})

@@ -17,6 +17,7 @@ class HealthOut(Schema):
 class PoolOut(Schema):
     size = fields.Integer(required=True)
     checked_out = fields.Integer(required=True)
+    idle = fields.Integer(required=True, metadata={"description": "open connections waiting in the pool"})
 
 
 class ReadyOut(HealthOut):
@@ -50,4 +51,4 @@ def readyz():
         return error_response(503, "not ready", problems)
     pool = get_engine().pool
     return {"status": "ok", "runner": executor.owner,
-            "pool": {"size": pool.size(), "checked_out": pool.checkedout()}}
+            "pool": {"size": pool.size(), "checked_out": pool.checkedout(), "idle": pool.checkedin()}}
