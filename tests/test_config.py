@@ -1,7 +1,8 @@
 """Settings come from the environment, with safe defaults and clear errors."""
 import pytest
 
-from service.config import ConfigError, load_config
+from service import config as config_module
+from service.config import ConfigError, default_layout, load_config
 
 
 def test_defaults_are_safe():
@@ -11,8 +12,18 @@ def test_defaults_are_safe():
     assert config["CORS_ORIGINS"] == []
     assert config["ALLOW_DB_RESET"] is False
     assert config["DEBUG"] is False
-    assert config["TASK_WORKERS"] == 4
     assert config["TASK_MAX_QUEUED"] == 10_000
+
+
+@pytest.mark.parametrize("cpus, layout", [(1, (1, 8, 4)), (2, (2, 4, 2)), (4, (4, 4, 2)),
+                                          (64, (8, 4, 2))])
+def test_the_default_layout_follows_the_cpus_this_process_may_use(monkeypatch, cpus, layout):
+    assert default_layout(cpus) == layout
+    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    config = load_config({})
+    assert (config["WEB_WORKERS"], config["WEB_THREADS"], config["TASK_WORKERS"]) == layout
+    given = load_config({"WEB_WORKERS": "3", "WEB_THREADS": "6", "TASK_WORKERS": "5"})
+    assert (given["WEB_WORKERS"], given["WEB_THREADS"], given["TASK_WORKERS"]) == (3, 6, 5)
 
 
 def test_values_are_read_and_typed():

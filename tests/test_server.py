@@ -56,6 +56,24 @@ def test_a_worker_is_warm_before_its_first_request(server):
     assert pool["idle"] + pool["checked_out"] == pool["size"] == 8 + 4 + 2
 
 
+def test_the_machines_default_layout_serves_and_runs_tasks(migrated_db, tmp_path):
+    from service.config import available_cpus, default_layout
+
+    processes, threads, task_workers = default_layout(available_cpus())
+    server = Server(migrated_db, tmp_path / "defaults.log", machine_defaults=True,
+                    TASK_POLL_INTERVAL=0.1).start()
+    try:
+        wait_for(lambda: len(server.pids()) == 1 + processes, message="every worker process")
+        status, _, ready = server.request("GET", "/readyz")
+        assert status == 200 and ready["pool"]["size"] == threads + task_workers + 2
+        locations = [server.request("GET", "/user/thread_pool")[1]["Location"] for _ in range(20)]
+        wait_for(lambda: all(server.request("GET", where)[2]["status"] == "succeeded"
+                             for where in locations), message="the tasks")
+        assert len(server.request("GET", "/api/users?page_size=100")[2]) == 20
+    finally:
+        server.stop()
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     status, _, task = server.request("POST", "/api/tasks", {"name": "create_user",
                                                           "args": {"name": "a", "age": 1}})

@@ -29,7 +29,8 @@ def count_users(engine):
 
 def one_run(url, route, log_path, total=TOTAL, timeout=300):
     """Serve a fresh server, load route, wait for every row; return the run's figures."""
-    server = Server(url, log_path, BENCH_MODE="true", SEED_TASK_DELAY=0, LOG_LEVEL="WARNING").start()
+    server = Server(url, log_path, machine_defaults=True, BENCH_MODE="true", SEED_TASK_DELAY=0,
+                    LOG_LEVEL="WARNING").start()
     engine = create_engine(url)
     try:
         started = time.perf_counter()
