@@ -85,7 +85,9 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
         unpublished = or_(unpublished, Task.published_at < now - dt.timedelta(seconds=republish_after))
     due = (Task.status == QUEUED, Task.run_after <= now, unpublished,
            Task.queue.not_in(_PAUSED.scalar_subquery()),
-           or_(Task.limit_key.is_(None), limits.RUNNING_WITH_KEY < Task.concurrency))
+           # A limited task only while it fits its key's free slots, counting the ones
+           # ahead of it (published or not) as taken: no message a worker must send back.
+           or_(Task.limit_key.is_(None), Task.id.in_(limits.fitting_ids(now))))
     pick = (select(Task.id).where(*due)
             .order_by(Task.priority.desc(), Task.run_after, Task.id).limit(limit))
     if dialect_of(session).claim_returning:

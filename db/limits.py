@@ -25,10 +25,6 @@ _running = _table.alias("running")
 RUNNING_PER_KEY = (select(_running.c.limit_key, func.count().label("running"))
                    .where(_running.c.status == RUNNING, _running.c.limit_key.is_not(None))
                    .group_by(_running.c.limit_key))
-# How many run with the key of the row an outer query is at.
-RUNNING_WITH_KEY = (select(func.count()).select_from(_running)
-                    .where(_running.c.status == RUNNING, _running.c.limit_key == _c.limit_key)
-                    .scalar_subquery())
 
 
 def _due_limited(served, given):
@@ -65,6 +61,25 @@ def _statements(served, given):
                .order_by(ranked.c.priority.desc(), ranked.c.run_after, ranked.c.id)
                .limit(bindparam("limit")))
     return keys, fitting
+
+
+def fitting_ids(now):
+    """The ids of due queued limited tasks that fit their key's free slots, counting the
+    ones ahead of them in claim order as taken (the Celery relay publishes only those)."""
+    running = RUNNING_PER_KEY.subquery()
+    due = [_c.status == QUEUED, _c.limit_key.is_not(None), _c.run_after <= now,
+           _c.queue.not_in(_PAUSED.scalar_subquery())]
+    ranked = (
+        select(_c.id, func.min(_c.concurrency).over(partition_by=_c.limit_key).label("concurrency"),
+               func.coalesce(running.c.running, 0).label("running"),
+               func.row_number().over(partition_by=_c.limit_key,
+                                      order_by=(_c.priority.desc(), _c.run_after, _c.id))
+               .label("place"))
+        .select_from(_table.outerjoin(running, running.c.limit_key == _c.limit_key))
+        .where(*due)
+        .subquery()
+    )
+    return select(ranked.c.id).where(ranked.c.running + ranked.c.place <= ranked.c.concurrency)
 
 
 _STATEMENTS = {(served, given): _statements(served, given)

@@ -138,6 +138,21 @@ def test_the_relay_does_not_publish_a_key_that_is_full(session):
     assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
 
 
+def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
+    from db import delivery
+
+    ids = enqueue(session, "limited", 5)
+    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[0], "default"), (ids[1], "default")]
+    session.commit()
+    assert delivery.take_unpublished(session, 10, None, grace=0) == []  # both slots spoken for
+    session.commit()
+    [claim] = delivery.claim_tasks(session, [ids[0]], "w")
+    session.commit()
+    assert tasks.finish_task(session, claim, "w", "succeeded")
+    session.commit()
+    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
+
+
 def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     ids = enqueue(session, "limited", 3)
     limits.claim_tasks(session, "dead", 8)
