@@ -63,6 +63,17 @@ def database(empty_db):
 
 
 @pytest.fixture
+def shared_db(empty_db):
+    """A migrated database that worker processes and this process's registry both use."""
+    from tests.server import migrate
+
+    migrate(empty_db)
+    db.init_engine(empty_db)
+    yield empty_db
+    db.dispose_engine()
+
+
+@pytest.fixture
 def session(database):
     """The registry's Session for this (test) thread."""
     yield db.Session

@@ -15,7 +15,7 @@ from service.runner.registry import TaskRegistry
 from service.runner.schedule import check_schedule
 from service.runner.scheduler import Scheduler
 from tests.conftest import count_rows, wait_for
-from tests.server import Worker, migrate
+from tests.server import Worker
 from tests.test_durability import FAST, processes  # noqa: F401  a fixture
 
 UTC = dt.timezone.utc
@@ -156,14 +156,6 @@ def test_the_api_and_the_cli_list_each_schedule_with_its_last_and_next_run(clien
 def test_bad_schedule_settings_name_the_setting(key, value):
     with pytest.raises(ConfigError, match=key):
         load_config({key: value})
-
-
-@pytest.fixture
-def shared_db(empty_db):
-    migrate(empty_db)
-    db.init_engine(empty_db)
-    yield empty_db
-    db.dispose_engine()
 
 
 def beat_slots():
