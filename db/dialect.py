@@ -5,11 +5,14 @@ says how its database claims rows, which hints its statements need, which
 errors are worth another attempt and how its engine is set up. Everything
 else in db/ asks `dialect_of(session)` instead of testing a name.
 """
+import functools
 import os
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+
+from db import write_turn
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MYSQL_POOL_RECYCLE = 3600  # well under MySQL's default wait_timeout (8 h)
@@ -36,6 +39,9 @@ class Dialect:
     def on_connect(self, dbapi_connection, connection_record):
         """Set up each new connection (the engine calls it)."""
 
+    def instrument(self, engine):
+        """Add this database's engine event listeners."""
+
     def check_url(self, url):
         """Refuse a URL this database cannot serve the service with (ValueError)."""
 
@@ -55,8 +61,14 @@ class SQLite(Dialect):
                        "unable to open database file")
 
     def engine_options(self, url, pool_size, max_overflow):
+        # Writers take turns instead of polling in the busy handler (db.write_turn).
+        factory = functools.partial(write_turn.TurnConnection, turn=write_turn.turn_path(url.database))
         return {"pool_size": pool_size, "max_overflow": max_overflow,
-                "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+                "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": factory}}
+
+    def instrument(self, engine):
+        """Each write waits for its connection's write turn first."""
+        event.listen(engine, "before_cursor_execute", write_turn.take_turn_before_writes)
 
     def on_connect(self, dbapi_connection, connection_record):
         """WAL, the busy timeout and foreign keys on every new connection."""

@@ -41,6 +41,7 @@ def init_engine(url, pool_size=10, max_overflow=10, echo=False):
         dispose_engine()
     engine = create_engine(url, **options)
     event.listen(engine, "connect", dialect.on_connect)
+    dialect.instrument(engine)
     event.listen(engine, "connect", _mark_used)
     event.listen(engine, "checkin", _mark_used)
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))

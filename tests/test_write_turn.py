@@ -1,0 +1,176 @@
+"""SQLite writers take turns on a lock file (db.write_turn) instead of sleeping in the busy handler."""
+import fcntl
+import multiprocessing
+import os
+import threading
+
+import pytest
+from sqlalchemy import create_engine, exc, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from db.dialect import SQLite, is_transient
+from db.models import User
+from db.write_turn import turn_path
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
+
+@pytest.fixture
+def sqlite_only(db_url):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the write turn is SQLite's")
+
+
+def turn_is_free(url):
+    """True if nobody holds the turn (asked from an open file of our own, as another process would)."""
+    fd = os.open(turn_path(url.split(":///", 1)[1]), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def add_user(connection, name):
+    connection.execute(insert(User).values(name=name, age=1))
+
+
+def test_a_write_holds_the_turn_until_commit_or_rollback_and_a_read_takes_none(db_url, database):
+    with database.connect() as connection:
+        connection.execute(select(func.count()).select_from(User)).scalar()
+        assert turn_is_free(db_url)  # reading takes no turn
+        add_user(connection, "a")
+        assert not turn_is_free(db_url)
+        connection.commit()
+        assert turn_is_free(db_url)
+        connection.execute(text("UPDATE as_user SET us_age = 2"))  # text() writes take it too
+        assert not turn_is_free(db_url)
+        connection.rollback()
+        assert turn_is_free(db_url)
+    with database.connect() as connection:
+        add_user(connection, "b")
+    assert turn_is_free(db_url)  # a connection returned mid-transaction is rolled back: free again
+    with database.connect() as connection:
+        assert connection.execute(select(User.name)).scalars().all() == ["a"]
+
+
+def test_a_waiting_writer_goes_on_when_the_turn_is_given_back(database):
+    first = database.connect()
+    add_user(first, "first")
+    done = threading.Event()
+
+    def second():
+        with database.begin() as connection:
+            add_user(connection, "second")
+        done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not done.wait(0.3)  # it waits for the turn
+    first.commit()
+    first.close()
+    thread.join(timeout=10)
+    assert done.is_set()
+    with database.connect() as connection:
+        assert sorted(connection.execute(select(User.name)).scalars()) == ["first", "second"]
+
+
+def test_a_writer_gives_up_after_the_busy_timeout_with_a_transient_error(db_url, database):
+    impatient = turn_engine(db_url, busy_timeout=0.2)
+    holder = database.connect()
+    add_user(holder, "holder")
+    try:
+        with pytest.raises(exc.OperationalError, match="database is locked") as raised:
+            with impatient.begin() as connection:
+                add_user(connection, "late")
+        assert is_transient(raised.value)  # a task meeting it is retried, a request gets a 503
+    finally:
+        holder.commit()
+        holder.close()
+        impatient.dispose()
+    assert turn_is_free(db_url)
+
+
+def turn_engine(url, busy_timeout=None):
+    """An engine of its own, set up as db.init_engine sets up SQLite (the write turn included)."""
+    options = SQLite().engine_options(make_url(url), 1, 0)
+    if busy_timeout is not None:
+        options["connect_args"]["timeout"] = busy_timeout
+    engine = create_engine(url, **options)
+    SQLite().instrument(engine)
+    return engine
+
+
+def _write_and_hold(url, started, release):
+    """In another process: take the turn with an uncommitted write, hold it until told."""
+    engine = turn_engine(url)
+    with engine.connect() as connection:
+        add_user(connection, "other process")
+        started.set()
+        release.wait(30)
+        connection.commit()
+    engine.dispose()
+
+
+def test_writers_of_two_processes_take_turns_and_a_killed_holder_frees_the_turn(db_url, database):
+    context = multiprocessing.get_context("fork")
+    started, release = context.Event(), context.Event()
+    child = context.Process(target=_write_and_hold, args=(db_url, started, release))
+    child.start()
+    try:
+        assert started.wait(30)
+        assert not turn_is_free(db_url)
+        waiter = threading.Thread(target=lambda: _insert(database, "this process"))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()  # queued behind the other process's transaction
+        release.set()
+        waiter.join(30)
+        assert not waiter.is_alive()
+    finally:
+        release.set()
+        child.join(30)
+    with database.connect() as connection:
+        assert sorted(connection.execute(select(User.name)).scalars()) == ["other process", "this process"]
+
+    # A process that dies holding the turn: the kernel gives the turn back.
+    started, release = context.Event(), context.Event()
+    child = context.Process(target=_write_and_hold, args=(db_url, started, release))
+    child.start()
+    assert started.wait(30)
+    child.kill()
+    child.join(30)
+    wait_for(lambda: turn_is_free(db_url), message="the dead holder's turn to be free")
+    _insert(database, "after the kill")
+    with database.connect() as connection:
+        assert "after the kill" in connection.execute(select(User.name)).scalars().all()
+
+
+def _insert(engine, name):
+    with engine.begin() as connection:
+        add_user(connection, name)
+
+
+def test_a_forked_child_does_not_inherit_a_turn_held_by_a_parent_thread(database):
+    holder = database.connect()
+    add_user(holder, "parent")  # this process's turn lock is held by this thread
+    try:
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        child = context.Process(target=_child_takes_its_own_turn, args=(result,))
+        child.start()
+        child.join(30)
+        assert result.get(timeout=5) == "free"
+    finally:
+        holder.commit()
+        holder.close()
+
+
+def _child_takes_its_own_turn(result):
+    from db import write_turn
+    lock = write_turn._process_turn(turn_path("/nonexistent/x.db"))
+    held = [lock for lock in write_turn._process_turns.values() if lock.locked()]
+    result.put("free" if not held and lock.acquire(timeout=1) else "inherited")
