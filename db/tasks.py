@@ -68,8 +68,10 @@ def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=
         limit_key=limit_key,
         concurrency=concurrency,
     )
-    task_id = session.execute(_INSERT, values).inserted_primary_key[0]
-    return Task(id=task_id, **values)
+    task = Task(**values)  # made before the INSERT: on SQLite that holds the write turn till commit
+    # On the session's connection, past the ORM's execute pipeline: a plain Core INSERT.
+    task.id = session.connection().execute(_INSERT, values).inserted_primary_key[0]
+    return task
 
 
 def get_task(session, task_id):
@@ -122,18 +124,19 @@ def claim_tasks(session, owner, limit, queues=None):
     params = {"now": now, "limit": limit}
     if queues is not None:
         params["queues"] = list(queues)
+    connection = session.connection()  # Core statements: past the ORM's bulk-update machinery
     if dialect_of(session).claim_returning:
         # One statement (SQLite, PostgreSQL): the write lock is held the least.
-        rows = session.execute(claim.returning, {**params, "v_owner": owner, "v_now": now}).all()
+        rows = connection.execute(claim.returning, {**params, "v_owner": owner, "v_now": now}).all()
         return sorted((Claim(*row) for row in rows), key=Claim.order)  # RETURNING has no order
     # Elsewhere (MySQL/MariaDB): read the due rows and lock them, then mark them.
-    rows = session.execute(claim.due_rows, params).all()
+    rows = connection.execute(claim.due_rows, params).all()
     if not rows:
         return []
     ids = [row.id for row in rows]
-    taken = session.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now}).rowcount
+    taken = connection.execute(_CLAIM, {"ids": ids, "v_owner": owner, "v_now": now}).rowcount
     if taken != len(ids):  # without row locks a row can change in between: ask which we got
-        rows = session.execute(_CLAIMED, {"ids": ids, "v_owner": owner}).all()
+        rows = connection.execute(_CLAIMED, {"ids": ids, "v_owner": owner}).all()
         return [Claim(*row) for row in rows]
     return [Claim(*row[:3], row.attempts + 1, *row[4:]) for row in rows]
 
