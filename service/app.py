@@ -45,7 +45,8 @@ def configure_logging(app):
 
 def init_database(app):
     """Create the engine with a pool for request threads plus task threads."""
-    needed = pool_size(app.config, request_threads=app.config["WEB_THREADS"])
+    serving = app.config["PROCESS_ROLE"] != "tasks"  # a task process takes no requests
+    needed = pool_size(app.config, request_threads=app.config["WEB_THREADS"] if serving else 0)
     init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed)
     app.teardown_appcontext(lambda exc: Session.remove())
 

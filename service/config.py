@@ -117,17 +117,38 @@ def available_cpus():
 
 
 def default_layout(cpus):
-    """(web processes, request threads each, task workers each) for a machine of cpus CPUs.
+    """(web processes, request threads each, task processes, task workers each) for cpus CPUs.
 
-    One process per CPU (at most 8), so that request and task threads of one
-    process do not share one GIL while another core idles: measured on 2 CPUs
-    with the article's route, 2 processes x (4 request threads, 2 task workers)
-    beat 1 x (8, 4) by 27% in throughput on MariaDB (13% on SQLite) and halved
-    its p99. The totals stay 8 request threads and 4 task workers up to 2 CPUs;
-    each process keeps 4 and 2 beyond. One CPU keeps one process of 8 and 4.
+    Up to 8 CPUs count. One CPU: one process serving requests with 8 threads and
+    running tasks on 4. Two or more: half the processes (rounded down) run only
+    tasks, 4 workers each, and the others only serve requests, 8 threads each, so
+    request and task threads never share a GIL. Measured on 2 CPUs with the
+    article's route (three fresh servers each, tasks/s until every row was written):
+    1 web + 1 task process 495-537 on SQLite and 389-491 on MariaDB, where two
+    processes doing both made 374-492 and 332-437 (gunicorn hands a keep-alive
+    client's connections to whichever process accepts first, which then ran its
+    share of tasks too), and one process doing both less still.
     """
     processes = max(1, min(cpus, 8))
-    return (1, 8, 4) if processes == 1 else (processes, 4, 2)
+    if processes == 1:
+        return 1, 8, 0, 4
+    task_processes = processes // 2
+    return processes - task_processes, 8, task_processes, 4
+
+
+def server_processes(environ):
+    """How many gunicorn workers environ asks for (web and task processes), read leniently and
+    importing nothing (gunicorn_conf must know before prometheus-client is imported);
+    load_config judges bad values."""
+    web, _, task_processes, _ = default_layout(available_cpus())
+
+    def number(key, default):
+        raw = (environ.get(key) or "").strip()
+        return int(raw) if raw.isdigit() else default
+
+    if number("TASK_WORKERS", 1) == 0 or (environ.get("TASK_EXECUTOR") or "threads").strip().lower() != "threads":
+        task_processes = 0
+    return number("WEB_WORKERS", web) + number("TASK_PROCESSES", task_processes)
 
 
 def load_config(environ):
@@ -135,13 +156,22 @@ def load_config(environ):
     origins = environ.get("CORS_ORIGINS", "")
     layout = default_layout(available_cpus())
     web_threads = _number(environ, "WEB_THREADS", layout[1], minimum=1)
+    task_workers = _number(environ, "TASK_WORKERS", layout[3])
+    executor = _choice(environ, "TASK_EXECUTOR", ("threads", "celery"))
+    task_processes = _task_processes(environ, layout[2], task_workers, executor)
+    # Set by gunicorn_conf for each worker while TASK_PROCESSES > 0: it serves requests or runs tasks.
+    role = _choice(environ, "PROCESS_ROLE", ("both", "web", "tasks"))
     return {
         "DATABASE_URL": database_url(environ),
         "HOST": environ.get("HOST") or "127.0.0.1",
         "PORT": _number(environ, "PORT", 8000, minimum=1),
         "WEB_WORKERS": _number(environ, "WEB_WORKERS", layout[0], minimum=1),
         "WEB_THREADS": web_threads,
-        "TASK_WORKERS": _number(environ, "TASK_WORKERS", layout[2]),
+        # gunicorn processes that serve no requests and run tasks on TASK_WORKERS threads
+        # each; while there are any, the WEB_WORKERS processes run none.
+        "TASK_PROCESSES": task_processes,
+        "PROCESS_ROLE": role,
+        "TASK_WORKERS": 0 if role == "web" else task_workers,
         "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
         "TASK_PREFETCH": _number(environ, "TASK_PREFETCH", None),
         "TASK_HEARTBEAT": _number(environ, "TASK_HEARTBEAT", 5.0, float, minimum=0.05),
@@ -162,7 +192,7 @@ def load_config(environ):
         # The time zone cron expressions are read in (an IANA name).
         "SCHEDULE_TZ": _time_zone(environ, "SCHEDULE_TZ"),
         # Where tasks run: threads in the web and worker processes, or Celery workers.
-        "TASK_EXECUTOR": _choice(environ, "TASK_EXECUTOR", ("threads", "celery")),
+        "TASK_EXECUTOR": executor,
         "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
         # A published id still unclaimed this long is published again (lost with a broker).
         "CELERY_REPUBLISH_AFTER": _number(environ, "CELERY_REPUBLISH_AFTER", 30.0, float, minimum=1),
@@ -187,6 +217,17 @@ def load_config(environ):
         "METRICS_PORT": _number(environ, "METRICS_PORT", 0, maximum=65535),
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
     }
+
+
+def _task_processes(environ, default, task_workers, executor):
+    """TASK_PROCESSES: the layout's number, or 0 where no task runs in this server."""
+    runs_here = executor == "threads" and task_workers > 0
+    processes = _number(environ, "TASK_PROCESSES", default if runs_here else 0, maximum=64)
+    if processes and not runs_here:
+        why = "TASK_EXECUTOR=celery runs tasks in Celery workers" if executor != "threads" \
+            else "TASK_WORKERS is 0"
+        raise ConfigError(f"TASK_PROCESSES must be 0 when {why}, got {processes}")
+    return processes
 
 
 def pool_size(settings, request_threads):

@@ -1,9 +1,11 @@
 """gunicorn settings from the same environment; the executor starts after the fork."""
+import fcntl
 import json
 import os
 import shutil
 import signal
 import sys
+import tempfile
 
 import gunicorn.util
 
@@ -12,12 +14,10 @@ import gunicorn.util
 # first (one per port, so that servers on one machine keep apart). One worker
 # keeps its metrics in memory: a file write per count cost a drain 3-6 %.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from service.config import available_cpus, default_layout  # noqa: E402  (imports no metrics)
+from service.config import server_processes  # noqa: E402  (imports no metrics)
 
-# load_config below judges a bad value; here only "more than one process?" matters.
-_WORKERS = (os.environ.get("WEB_WORKERS") or str(default_layout(available_cpus())[0])).strip()
 METRICS_DIR = None
-if _WORKERS.isdigit() and int(_WORKERS) > 1:
+if server_processes(os.environ) > 1:
     METRICS_DIR = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", os.path.join(_ROOT, "var", "metrics", os.environ.get("PORT") or "8000"))
 
@@ -30,8 +30,12 @@ try:
 except ConfigError as error:
     sys.exit(f"not starting: {error}")  # one line, no traceback
 
+TASK_PROCESSES = _settings["TASK_PROCESSES"]
+# A worker that holds one of these files' locks is a task process (post_fork).
+ROLE_DIR = tempfile.mkdtemp(prefix="service-roles-") if TASK_PROCESSES else None
+
 bind = f"{_settings['HOST']}:{_settings['PORT']}"
-workers = _settings["WEB_WORKERS"]
+workers = _settings["WEB_WORKERS"] + TASK_PROCESSES
 worker_class = "gthread"
 threads = _settings["WEB_THREADS"]
 # A worker's shutdown waits for its running tasks; the master must wait longer.
@@ -74,8 +78,42 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if METRICS_DIR:
-        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    for directory in (METRICS_DIR, ROLE_DIR):
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def post_fork(server, worker):
+    """Give the new worker its role: task process or web process (TASK_PROCESSES > 0).
+
+    A worker that gets one of the TASK_PROCESSES slot locks runs tasks and closes
+    its listening sockets, so it never takes a connection; the others serve
+    requests and run no tasks. The kernel frees a dead worker's lock, so the
+    worker gunicorn starts in its place takes over its role.
+    """
+    if not TASK_PROCESSES:
+        return
+    if _take_task_slot(worker):
+        os.environ["PROCESS_ROLE"] = "tasks"
+        for sock in worker.sockets:
+            sock.close()
+        worker.sockets = []
+    else:
+        os.environ["PROCESS_ROLE"] = "web"
+
+
+def _take_task_slot(worker):
+    """True if this worker now holds a free task slot (kept open for its lifetime)."""
+    for slot in range(TASK_PROCESSES):
+        fd = os.open(os.path.join(ROLE_DIR, f"task-{slot}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        worker.task_slot = fd
+        return True
+    return False
 
 
 def _executor(worker):

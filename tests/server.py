@@ -88,7 +88,7 @@ class Process:
 
 # The layout the tests were written for; a server started with machine_defaults=True
 # gets what load_config chooses for this machine instead (service.config.default_layout).
-TEST_LAYOUT = {"WEB_WORKERS": 1, "WEB_THREADS": 8, "TASK_WORKERS": 4}
+TEST_LAYOUT = {"WEB_WORKERS": 1, "WEB_THREADS": 8, "TASK_WORKERS": 4, "TASK_PROCESSES": 0}
 
 
 class Server(Process):

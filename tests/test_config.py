@@ -15,15 +15,46 @@ def test_defaults_are_safe():
     assert config["TASK_MAX_QUEUED"] == 10_000
 
 
-@pytest.mark.parametrize("cpus, layout", [(1, (1, 8, 4)), (2, (2, 4, 2)), (4, (4, 4, 2)),
-                                          (64, (8, 4, 2))])
+@pytest.mark.parametrize("cpus, layout", [(1, (1, 8, 0, 4)), (2, (1, 8, 1, 4)), (3, (2, 8, 1, 4)),
+                                          (4, (2, 8, 2, 4)), (64, (4, 8, 4, 4))])
 def test_the_default_layout_follows_the_cpus_this_process_may_use(monkeypatch, cpus, layout):
     assert default_layout(cpus) == layout
     monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     config = load_config({})
-    assert (config["WEB_WORKERS"], config["WEB_THREADS"], config["TASK_WORKERS"]) == layout
-    given = load_config({"WEB_WORKERS": "3", "WEB_THREADS": "6", "TASK_WORKERS": "5"})
-    assert (given["WEB_WORKERS"], given["WEB_THREADS"], given["TASK_WORKERS"]) == (3, 6, 5)
+    keys = ("WEB_WORKERS", "WEB_THREADS", "TASK_PROCESSES", "TASK_WORKERS")
+    assert tuple(config[key] for key in keys) == layout
+    given = load_config({"WEB_WORKERS": "3", "WEB_THREADS": "6", "TASK_PROCESSES": "2",
+                         "TASK_WORKERS": "5"})
+    assert tuple(given[key] for key in keys) == (3, 6, 2, 5)
+    # Where no task runs in the server, it has no task processes either.
+    assert load_config({"TASK_WORKERS": "0"})["TASK_PROCESSES"] == 0
+    assert load_config({"TASK_EXECUTOR": "celery"})["TASK_PROCESSES"] == 0
+
+
+@pytest.mark.parametrize("environ", [{}, {"WEB_WORKERS": "3"}, {"TASK_PROCESSES": "2"}, {"TASK_WORKERS": "0"},
+                                     {"TASK_EXECUTOR": "celery"}, {"WEB_WORKERS": "2", "TASK_PROCESSES": "0"}])
+def test_gunicorn_knows_the_process_count_before_it_reads_the_settings(environ):
+    settings = load_config(environ)
+    assert config_module.server_processes(environ) == settings["WEB_WORKERS"] + settings["TASK_PROCESSES"]
+
+
+def test_a_process_role_decides_what_it_serves_and_runs():
+    web = load_config({"PROCESS_ROLE": "web", "TASK_WORKERS": "4", "TASK_PROCESSES": "1"})
+    assert web["TASK_WORKERS"] == 0  # a web process runs no tasks
+    tasks = load_config({"PROCESS_ROLE": "tasks", "TASK_WORKERS": "4", "TASK_PROCESSES": "1"})
+    assert tasks["TASK_WORKERS"] == 4
+    assert load_config({})["PROCESS_ROLE"] == "both"
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"TASK_WORKERS": "0", "TASK_PROCESSES": "1"}, "TASK_PROCESSES must be 0 when TASK_WORKERS is 0"),
+    ({"TASK_EXECUTOR": "celery", "TASK_PROCESSES": "1"}, "TASK_PROCESSES must be 0 when TASK_EXECUTOR=celery"),
+    ({"TASK_PROCESSES": "many"}, "TASK_PROCESSES must be a int"),
+    ({"PROCESS_ROLE": "boss"}, "PROCESS_ROLE must be one of both, web, tasks"),
+])
+def test_a_task_process_setting_that_cannot_work_is_refused(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ)
 
 
 def test_values_are_read_and_typed():

@@ -1,10 +1,12 @@
 """The service as users run it: a real gunicorn process."""
 import threading
+import urllib.request
 
 import pytest
 
 from tests.conftest import wait_for
 from tests.server import Server, migrate
+from tests.test_metrics import total
 
 pytestmark = pytest.mark.slow
 
@@ -59,17 +61,65 @@ def test_a_worker_is_warm_before_its_first_request(server):
 def test_the_machines_default_layout_serves_and_runs_tasks(migrated_db, tmp_path):
     from service.config import available_cpus, default_layout
 
-    processes, threads, task_workers = default_layout(available_cpus())
+    web, threads, task_processes, task_workers = default_layout(available_cpus())
     server = Server(migrated_db, tmp_path / "defaults.log", machine_defaults=True,
                     TASK_POLL_INTERVAL=0.1).start()
     try:
-        wait_for(lambda: len(server.pids()) == 1 + processes, message="every worker process")
+        wait_for(lambda: len(server.pids()) == 1 + web + task_processes, message="every worker process")
         status, _, ready = server.request("GET", "/readyz")
-        assert status == 200 and ready["pool"]["size"] == threads + task_workers + 2
+        runs_tasks = 0 if task_processes else task_workers  # beside task processes a web one runs none
+        assert status == 200 and ready["pool"]["size"] == threads + runs_tasks + 2
         locations = [server.request("GET", "/user/thread_pool")[1]["Location"] for _ in range(20)]
         wait_for(lambda: all(server.request("GET", where)[2]["status"] == "succeeded"
                              for where in locations), message="the tasks")
         assert len(server.request("GET", "/api/users?page_size=100")[2]) == 20
+    finally:
+        server.stop()
+
+
+def scrape(server):
+    with urllib.request.urlopen(server.base + "/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def owner_pids(server, locations):
+    """The pids of the processes that ran these tasks (owner is host:pid:id)."""
+    return {int(server.request("GET", where)[2]["owner"].split(":")[1]) for where in locations}
+
+
+def submit_and_finish(server, count):
+    locations = [server.request("GET", "/user/thread_pool")[1]["Location"] for _ in range(count)]
+    wait_for(lambda: all(server.request("GET", where)[2]["status"] == "succeeded"
+                         for where in locations), message=f"{count} tasks")
+    return locations
+
+
+def test_a_task_process_runs_every_task_serves_no_request_and_is_replaced_in_its_role(
+        migrated_db, tmp_path):
+    import os
+    import signal
+
+    server = Server(migrated_db, tmp_path / "roles.log", WEB_WORKERS=1, TASK_PROCESSES=1,
+                    TASK_WORKERS=2, TASK_POLL_INTERVAL=0.1, SEED_TASK_DELAY=0).start()
+    try:
+        _, *workers = wait_for(lambda: len(server.pids()) == 3 and server.pids(),
+                               message="the web and the task process")
+        answers = [server.request("GET", "/readyz")[2] for _ in range(20)]
+        # Every request reached the web process: it runs no runner and pools no task connections.
+        assert {(ready["runner"], ready["pool"]["size"]) for ready in answers} == {(None, 8 + 0 + 2)}
+        ran = owner_pids(server, submit_and_finish(server, 30))
+        assert len(ran) == 1 and ran < set(workers)  # one process ran them all
+        # The web process's /metrics sums what the task process counted.
+        assert total(scrape(server), "tasks_succeeded_total") == 30
+        (task_pid,) = ran
+        (web_pid,) = set(workers) - ran
+
+        os.kill(task_pid, signal.SIGKILL)  # gunicorn starts another worker: it takes the task role
+        _, *workers = wait_for(lambda: (len(server.pids()) == 3 and task_pid not in server.pids()
+                                        and server.pids()), message="a new worker in its place")
+        ran = owner_pids(server, submit_and_finish(server, 20))
+        assert ran == set(workers) - {web_pid}
+        assert server.request("GET", "/readyz")[2]["runner"] is None  # the web process is still web
     finally:
         server.stop()
 
