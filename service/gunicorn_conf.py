@@ -93,7 +93,8 @@ def post_fork(server, worker):
     """
     if not TASK_PROCESSES:
         return
-    if _take_task_slot(worker):
+    worker.task_slot = _take_task_slot()
+    if worker.task_slot is not None:
         os.environ["PROCESS_ROLE"] = "tasks"
         for sock in worker.sockets:
             sock.close()
@@ -102,8 +103,9 @@ def post_fork(server, worker):
         os.environ["PROCESS_ROLE"] = "web"
 
 
-def _take_task_slot(worker):
-    """True if this worker now holds a free task slot (kept open for its lifetime)."""
+def _take_task_slot():
+    """The number of the free task slot this worker now holds (its lock kept open for its
+    lifetime), or None."""
     for slot in range(TASK_PROCESSES):
         fd = os.open(os.path.join(ROLE_DIR, f"task-{slot}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         try:
@@ -111,9 +113,23 @@ def _take_task_slot(worker):
         except BlockingIOError:
             os.close(fd)
             continue
-        worker.task_slot = fd
-        return True
-    return False
+        return slot
+    return None
+
+
+def _wake_path(slot):
+    return os.path.join(ROLE_DIR, f"task-{slot}.wake")
+
+
+def _connect_roles(worker):
+    """Task processes hear of tasks a web process queued at once, not at their next poll."""
+    from service.runner import submit, wakeup
+
+    if worker.task_slot is not None:
+        executor = _executor(worker)
+        worker.wake_listener = wakeup.Listener(_wake_path(worker.task_slot), executor.wake)
+    else:
+        submit.on_commit(wakeup.Announcer(_wake_path(slot) for slot in range(TASK_PROCESSES)))
 
 
 def _executor(worker):
@@ -136,6 +152,8 @@ def post_worker_init(worker):
     executor = _executor(worker)
     if executor is not None and executor.runs_here():
         executor.start()
+    if TASK_PROCESSES:
+        _connect_roles(worker)
     _warm_up(worker)
 
 

@@ -94,13 +94,14 @@ def submit_and_finish(server, count):
     return locations
 
 
-def test_a_task_process_runs_every_task_serves_no_request_and_is_replaced_in_its_role(
+def test_a_task_process_runs_every_task_at_once_serves_no_request_and_is_replaced_in_its_role(
         migrated_db, tmp_path):
     import os
     import signal
 
+    # Polling once a minute: the task process hears of each task from the web process.
     server = Server(migrated_db, tmp_path / "roles.log", WEB_WORKERS=1, TASK_PROCESSES=1,
-                    TASK_WORKERS=2, TASK_POLL_INTERVAL=0.1, SEED_TASK_DELAY=0).start()
+                    TASK_WORKERS=2, TASK_POLL_INTERVAL=60, SEED_TASK_DELAY=0).start()
     try:
         _, *workers = wait_for(lambda: len(server.pids()) == 3 and server.pids(),
                                message="the web and the task process")
