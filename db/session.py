@@ -30,8 +30,12 @@ Session = scoped_session(_new_registry_session)
 _engine = None
 
 
-def init_engine(url, pool_size=10, max_overflow=10, echo=False):
-    """Create the engine for url, bind the session registry to it and return it."""
+def init_engine(url, pool_size=10, max_overflow=10, echo=False, write_turn=False):
+    """Create the engine for url, bind the session registry to it and return it.
+
+    write_turn: SQLite's writers take turns (db.write_turn), worth it where several
+    processes write; without, they meet in SQLite's busy handler.
+    """
     global _engine
     url = make_url(url)
     dialect = dialect_named(url.get_backend_name())
@@ -41,7 +45,8 @@ def init_engine(url, pool_size=10, max_overflow=10, echo=False):
         dispose_engine()
     engine = create_engine(url, **options)
     event.listen(engine, "connect", dialect.on_connect)
-    dialect.instrument(engine)
+    if write_turn:
+        dialect.instrument(engine)
     event.listen(engine, "connect", _mark_used)
     event.listen(engine, "checkin", _mark_used)
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))

@@ -7,7 +7,7 @@ from flask_cors import CORS
 from db import Session, init_engine
 from service import logs
 from service.auth import init_auth
-from service.config import load_config, pool_size
+from service.config import load_config, pool_size, write_turn
 from service.errors import register_error_handlers
 from service.runner import RunnerConfig, make_executor, registry, submit
 from service.runner.registry import load_task_modules
@@ -47,7 +47,9 @@ def init_database(app):
     """Create the engine with a pool for request threads plus task threads."""
     serving = app.config["PROCESS_ROLE"] != "tasks"  # a task process takes no requests
     needed = pool_size(app.config, request_threads=app.config["WEB_THREADS"] if serving else 0)
-    init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed)
+    processes = app.config["WEB_WORKERS"] + app.config["TASK_PROCESSES"]
+    init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed,
+                write_turn=write_turn(app.config, processes))
     app.teardown_appcontext(lambda exc: Session.remove())
 
 

@@ -6,7 +6,7 @@ import threading
 
 from db import init_engine
 from service import logs, metrics
-from service.config import ConfigError, load_config, pool_size
+from service.config import ConfigError, load_config, pool_size, write_turn
 from service.runner import RunnerConfig, submit
 from service.runner.registry import load_task_modules
 from service.runner.threads import ThreadExecutor
@@ -28,7 +28,9 @@ def main():
     workers = max(1, settings["TASK_WORKERS"])
     settings["TASK_WORKERS"] = workers
     needed = pool_size(settings, request_threads=0)
-    init_engine(settings["DATABASE_URL"], pool_size=needed, max_overflow=needed)
+    # A worker runs beside the processes that submit: two processes at least.
+    init_engine(settings["DATABASE_URL"], pool_size=needed, max_overflow=needed,
+                write_turn=write_turn(settings, processes=2))
     submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
     # Always the thread pool, whatever TASK_EXECUTOR says: Celery has its own worker
     # (make celery-worker); rows are claimed fenced, so both may run at once.

@@ -90,3 +90,22 @@ def test_slow_article_requests_get_a_quarter_of_the_request_threads_and_never_th
                                           ("2w", 1209600), ("15m", 900)])
 def test_retention_reads_durations(raw, seconds):
     assert load_config({"TASK_RETENTION": raw})["TASK_RETENTION"] == seconds
+
+
+@pytest.mark.parametrize("choice, processes, expected", [
+    ("auto", 1, False), ("auto", 2, True), ("on", 1, True), ("off", 3, False)])
+def test_sqlite_writers_take_turns_where_more_than_one_process_writes(choice, processes, expected):
+    settings = load_config({"SQLITE_WRITE_TURN": choice})
+    assert config_module.write_turn(settings, processes) is expected
+
+
+def test_a_server_of_one_process_leaves_sqlite_writers_to_its_busy_handler(make_app):
+    from sqlalchemy import event
+
+    from db import get_engine
+    from db.write_turn import take_turn_before_writes
+
+    make_app(WEB_WORKERS=1, TASK_PROCESSES=0)
+    assert not event.contains(get_engine(), "before_cursor_execute", take_turn_before_writes)
+    make_app(WEB_WORKERS=1, TASK_PROCESSES=1)
+    assert event.contains(get_engine(), "before_cursor_execute", take_turn_before_writes)

@@ -8,12 +8,22 @@ import pytest
 from sqlalchemy import create_engine, exc, func, insert, select, text
 from sqlalchemy.engine import make_url
 
+import db
 from db.dialect import SQLite, is_transient
-from db.models import User
+from db.models import Base, User
 from db.write_turn import turn_path
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.usefixtures("sqlite_only")
+
+
+@pytest.fixture
+def database(empty_db):
+    """The conftest fixture's database, its engine with the write turn."""
+    engine = db.init_engine(empty_db, pool_size=20, max_overflow=10, write_turn=True)
+    Base.metadata.create_all(engine)
+    yield engine
+    db.dispose_engine()
 
 
 @pytest.fixture
