@@ -54,8 +54,10 @@ def test_a_worker_is_warm_before_its_first_request(server):
     assert status == 200
     pool = ready["pool"]
     # Every connection the process will need is open already (a cold pool holds the
-    # one or two the runner and this request opened).
-    assert pool["idle"] + pool["checked_out"] == pool["size"] == 8 + 4 + 2
+    # one or two the runner and this request opened); one more may be open in overflow
+    # while the runner's threads and this request hold theirs.
+    assert pool["size"] == 8 + 4 + 2
+    assert pool["idle"] + pool["checked_out"] >= pool["size"]
 
 
 def test_the_machines_default_layout_serves_and_runs_tasks(migrated_db, tmp_path):
