@@ -53,8 +53,9 @@ class TurnConnection(sqlite3.Connection):
     def __init__(self, *args, turn, **kwargs):
         super().__init__(*args, **kwargs)
         self._turn_wait = kwargs.get("timeout", 5.0)  # sqlite3's busy timeout, in seconds
+        self._turn_path = turn
         self._turn_lock = _process_turn(turn)
-        self._turn_fd = os.open(turn, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._turn_fd = None  # opened at the first turn: an engine without the turn makes no file
         self._turn_held = False
 
     def take_turn(self):
@@ -65,6 +66,8 @@ class TurnConnection(sqlite3.Connection):
             raise sqlite3.OperationalError(
                 f"database is locked (no write turn within {self._turn_wait:g}s)")
         try:
+            if self._turn_fd is None:
+                self._turn_fd = os.open(self._turn_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             # First in this process: wait for other processes' writers (no timeout
             # exists for flock; only this one thread per process waits here).
             fcntl.flock(self._turn_fd, fcntl.LOCK_EX)

@@ -146,7 +146,8 @@ def server_processes(environ):
         raw = (environ.get(key) or "").strip()
         return int(raw) if raw.isdigit() else default
 
-    if number("TASK_WORKERS", 1) == 0 or (environ.get("TASK_EXECUTOR") or "threads").strip().lower() != "threads":
+    executor = (environ.get("TASK_EXECUTOR") or "threads").strip().lower()
+    if not _tasks_run_here(executor, number("TASK_WORKERS", 1)):
         task_processes = 0
     return number("WEB_WORKERS", web) + number("TASK_PROCESSES", task_processes)
 
@@ -224,13 +225,18 @@ def load_config(environ):
 
 def _task_processes(environ, default, task_workers, executor):
     """TASK_PROCESSES: the layout's number, or 0 where no task runs in this server."""
-    runs_here = executor == "threads" and task_workers > 0
+    runs_here = _tasks_run_here(executor, task_workers)
     processes = _number(environ, "TASK_PROCESSES", default if runs_here else 0, maximum=64)
     if processes and not runs_here:
         why = "TASK_EXECUTOR=celery runs tasks in Celery workers" if executor != "threads" \
             else "TASK_WORKERS is 0"
         raise ConfigError(f"TASK_PROCESSES must be 0 when {why}, got {processes}")
     return processes
+
+
+def _tasks_run_here(executor, task_workers):
+    """Whether the server's own processes run tasks (else Celery workers do, or none)."""
+    return executor == "threads" and task_workers > 0
 
 
 def write_turn(settings, processes):
