@@ -146,25 +146,37 @@ def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempt
 
     due: when it became due, if before now (a schedule's slot); else from delay or run_at.
     """
-    name = spec.name
-    run_after = due or start_time(delay, run_at)
-    priority = spec.priority if priority is None else check_priority(priority)
-    task = tasks.insert_task(
-        session,
-        name,
-        stored_args,
-        run_after=run_after,
+    row = task_row(spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of, priority, due)
+    return add_rows(session, [row])[0]
+
+
+def task_row(spec, stored_args, delay=None, run_at=None, max_attempts=None, time_limit=None,
+             retry_of=None, priority=None, due=None):
+    """The row (tasks.insert_task's arguments) of a task check_task() allowed; ValueError for a bad priority."""
+    return dict(
+        name=spec.name,
+        args=stored_args,
+        run_after=due or start_time(delay, run_at),
         max_attempts=max_attempts or spec.max_attempts,
         time_limit=time_limit if time_limit is not None else spec.time_limit,
         retry_of=retry_of,
-        priority=priority,
+        priority=spec.priority if priority is None else check_priority(priority),
         queue=spec.queue,
         limit_key=spec.limit_key(stored_args),
         concurrency=spec.concurrency,
     )
-    session.info.setdefault(PENDING, []).append(
-        Enqueued(task.id, name, retry_of, run_after, spec.queue))
-    return task
+
+
+def add_rows(session, rows):
+    """Insert task_row()s in the session's transaction (not committed); return their Tasks.
+
+    Several go in one statement; all are announced after the transaction commits.
+    """
+    made = tasks.insert_tasks(session, rows) if len(rows) > 1 else [tasks.insert_task(session, **rows[0])]
+    pending = session.info.setdefault(PENDING, [])
+    for row, task in zip(rows, made):
+        pending.append(Enqueued(task.id, row["name"], row["retry_of"], row["run_after"], row["queue"]))
+    return made
 
 
 def check_task(session, name, args):
