@@ -9,6 +9,7 @@ from service.api import PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
 from service.runner import KeyReused, manage
 from service.runner.manage import NotRetryable
+from service.runner.grouped import enqueue_alone
 from service.runner.submit import enqueue_once
 from service.schemas import BulkOut, CancelIn, RetryIn, SubmitHeaders, TaskIn, TaskOut, TaskQuery
 
@@ -35,6 +36,9 @@ class Tasks(MethodView):
     def post(self, data, headers):
         """Queue a registered task; it runs in the background."""
         key = headers.get("idempotency_key")
+        if key is None:  # nothing else in this transaction: commit with concurrent submits
+            task = enqueue_alone(Session, data.pop("name"), data.pop("args"), **data)
+            return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
         try:
             task, created = enqueue_once(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)
         except KeyReused as error:
