@@ -164,23 +164,126 @@ def _insert(engine, name):
         add_user(connection, name)
 
 
-def test_a_forked_child_does_not_inherit_a_turn_held_by_a_parent_thread(database):
+def test_a_forked_child_does_not_inherit_a_turn_held_by_a_parent_thread(db_url, database):
     holder = database.connect()
-    add_user(holder, "parent")  # this process's turn lock is held by this thread
+    add_user(holder, "parent")  # this process's turn is held by this thread
     try:
         context = multiprocessing.get_context("fork")
         result = context.Queue()
-        child = context.Process(target=_child_takes_its_own_turn, args=(result,))
+        child = context.Process(target=_child_takes_its_own_turn, args=(db_url, result))
         child.start()
         child.join(30)
         assert result.get(timeout=5) == "free"
     finally:
         holder.commit()
         holder.close()
+    assert turn_is_free(db_url)  # the child's closing its copy of the file did not keep the lock
 
 
-def _child_takes_its_own_turn(result):
+def _child_takes_its_own_turn(url, result):
     from db import write_turn
-    lock = write_turn._process_turn(turn_path("/nonexistent/x.db"))
-    held = [lock for lock in write_turn._process_turns.values() if lock.locked()]
-    result.put("free" if not held and lock.acquire(timeout=1) else "inherited")
+    inherited = list(write_turn._process_turns.values())
+    turn = write_turn._process_turn(turn_path(url.split(":///", 1)[1]))
+    free = not inherited and turn._lock.acquire(timeout=1) and not turn._file_locked
+    result.put("free" if free else "inherited")
+
+
+def _writer_thread(engine, name, started=None):
+    """A thread that writes one row in a transaction of its own (waiting for its turn)."""
+    def write():
+        if started is not None:
+            started.set()
+        _insert(engine, name)
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_the_file(
+        db_url, database, monkeypatch):
+    from db import write_turn
+    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
+    holder = database.connect()
+    add_user(holder, "first")
+    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+    waiter = _writer_thread(database, "second")
+    wait_for(lambda: turn._waiting == 1, message="the second writer to wait for its turn")
+    file_unlocks = []
+    real_flock = fcntl.flock
+    monkeypatch.setattr(write_turn.fcntl, "flock",
+                        lambda fd, op: (file_unlocks.append(op) if op == fcntl.LOCK_UN else None,
+                                        real_flock(fd, op))[1])
+    holder.commit()  # gives the turn: the waiter takes it with the file still locked
+    holder.close()
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert file_unlocks == [fcntl.LOCK_UN]  # once: after the second writer, nobody waited
+    assert turn_is_free(db_url)
+    with database.connect() as connection:
+        assert sorted(connection.execute(select(User.name)).scalars()) == ["first", "second"]
+
+
+def test_a_turn_is_not_passed_on_once_the_process_held_the_file_for_pass_for(
+        db_url, database, monkeypatch):
+    from db import write_turn
+    monkeypatch.setattr(write_turn, "PASS_FOR", 0.0)
+    holder = database.connect()
+    add_user(holder, "first")
+    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+    waiter = _writer_thread(database, "second")
+    wait_for(lambda: turn._waiting == 1, message="the second writer to wait for its turn")
+    unlocked = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_UN:
+            unlocked.set()
+        return real_flock(fd, op)
+    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
+    holder.commit()
+    holder.close()
+    waiter.join(30)
+    assert unlocked.is_set()  # the file was freed between the two, for other processes
+    assert turn_is_free(db_url)
+
+
+def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
+        db_url, database, monkeypatch):
+    from db import write_turn
+    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
+    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+    turn.take(5)
+    timed_out, proceed = threading.Event(), threading.Event()
+    real_lock = turn._lock
+
+    class TimesOut:
+        """The waiter's acquire times out, at the moment the test chooses."""
+        def acquire(self, blocking=True, timeout=-1):
+            if blocking:
+                timed_out.set()
+                proceed.wait(10)
+                return False
+            return real_lock.acquire(blocking=False)
+
+        def release(self):
+            real_lock.release()
+
+    turn._lock = TimesOut()
+    gave_up = []
+
+    def impatient():
+        try:
+            turn.take(0.2)
+        except Exception as error:  # sqlite3.OperationalError: database is locked
+            gave_up.append(error)
+    thread = threading.Thread(target=impatient)
+    thread.start()
+    assert timed_out.wait(10)
+    with turn._guard:  # the holder's give(): one still waits, so it keeps the file for it
+        assert turn._waiting == 1
+        proceed.set()  # ...and the waiter, timed out, now leaves
+        real_lock.release()
+    thread.join(10)
+    assert gave_up and "database is locked" in str(gave_up[0])
+    assert turn_is_free(db_url)  # the leaving waiter freed the file nobody took
+    assert not real_lock.locked()
