@@ -61,8 +61,9 @@ def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=
 def insert_tasks(session, submits):
     """Insert several queued tasks in one statement; return them as detached Tasks, in order.
 
-    submits: dicts of insert_task's keyword arguments. One multi-row INSERT ...
-    RETURNING: a round trip and a statement for the lot, not one per task.
+    submits: dicts of insert_task's keyword arguments. On MariaDB one multi-row
+    INSERT ... RETURNING, a round trip for the lot; SQLAlchemy runs it a row at a
+    time on SQLite (no column it could order the returned ids by), in-process.
     """
     if not session.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
         return [insert_task(session, **submit) for submit in submits]  # MySQL 8: no RETURNING
@@ -182,7 +183,7 @@ def _fenced_update(**values):
 
 
 _INSERT = insert(_table)
-# Ids come back in the order of the rows (SQLite and MariaDB return them; MySQL 8 cannot).
+# Ids come back in the order of the rows (MySQL 8 has no RETURNING: insert_tasks falls back).
 _INSERT_MANY = insert(_table).returning(_c.id, sort_by_parameter_order=True)
 _CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
                   _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields

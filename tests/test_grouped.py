@@ -6,6 +6,7 @@ from sqlalchemy import event, select, text
 
 import db
 from db.models import Task
+from db.session import session_factory
 from service.runner import grouped, submit
 from service.runner.registry import UnknownTask
 from tests.conftest import backend, count_rows, wait_for
@@ -150,3 +151,92 @@ def test_a_database_error_reaches_every_submit_of_the_group_and_the_line_goes_on
     assert group.enqueue(db.Session, "create_user", user_args(2)).id  # the next submit leads again
     db.Session.remove()
     assert count_rows(Task) == 1
+
+
+class Interrupted(BaseException):
+    """What a thread can meet anywhere (a KeyboardInterrupt, a timeout of a green thread)."""
+
+
+def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database, monkeypatch):
+    group = grouped.Group()
+
+    class DoomedEvent(threading.Event):
+        def wait(self, timeout=None):
+            super().wait(timeout)
+            raise Interrupted  # woken to lead, it never writes
+
+    made = grouped._Waiting.__init__
+
+    def waiting(self, row):
+        made(self, row)
+        if row["args"]["name"] == "doomed":
+            self.woken = DoomedEvent()
+    monkeypatch.setattr(grouped._Waiting, "__init__", waiting)
+    release = threading.Event()
+    write = grouped._write
+    monkeypatch.setattr(grouped, "_write",
+                        lambda line: (release.wait(10) if line[0].row["args"]["name"] == "first" else None,
+                                      write(line))[1])
+    results = {}
+
+    def one(name):
+        try:
+            results[name] = group.enqueue(db.Session, "create_user", {"name": name, "age": 1})
+        except BaseException as error:  # noqa: B036 - the test looks at it
+            results[name] = error
+        finally:
+            db.Session.remove()
+    threads = {name: threading.Thread(target=one, args=(name,)) for name in ("first", "doomed", "last")}
+    threads["first"].start()
+    wait_for(lambda: group._writing, message="the first submit to lead")
+    threads["doomed"].start()
+    wait_for(lambda: len(group._line) == 1, message="the doomed submit to queue")
+    threads["last"].start()
+    wait_for(lambda: len(group._line) == 2, message="the last submit to queue behind it")
+    release.set()  # the first group ends and hands the lead to the doomed submit
+    for thread in threads.values():
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads.values())  # nobody waits forever
+    assert isinstance(results["doomed"], Interrupted)
+    with db.session_scope() as other:
+        names = sorted(task.args["name"] for task in other.scalars(select(Task)))
+    assert names == ["first", "last"]
+    assert results["last"].id and not group._writing and not group._line
+
+
+def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_twice(
+        database, monkeypatch):
+    group = grouped.Group()
+    inserts = []
+    add_rows = submit.add_rows
+    monkeypatch.setattr(submit, "add_rows", lambda session, rows: (inserts.append(len(rows)),
+                                                                 add_rows(session, rows))[1])
+
+    def commit_fails(session):
+        if session.info.get(submit.PENDING):
+            raise RuntimeError("the commit failed")
+    event.listen(session_factory, "before_commit", commit_fails)
+    try:
+        results = submit_in_threads(group, [(user_args(n), {}) for n in range(4)],
+                                    hold_first_write_until=lambda: len(group._line) == 3)
+    finally:
+        event.remove(session_factory, "before_commit", commit_fails)
+    assert all("the commit failed" in str(result) for result in results.values())
+    assert inserts == [1, 3]  # each group written once, never again row by row
+    assert count_rows(Task) == 0
+
+
+def test_a_forked_child_starts_with_an_empty_line(database):
+    import multiprocessing
+
+    grouped.group._writing = True  # as if a thread of ours were writing a group at the fork
+    try:
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        child = context.Process(target=lambda: result.put(
+            (grouped.group._writing, len(grouped.group._line))))
+        child.start()
+        child.join(30)
+        assert result.get(timeout=5) == (False, 0)
+    finally:
+        grouped.group._writing = False

@@ -9,9 +9,13 @@ waits for nobody, and under load one commit (on SQLite one write turn, on
 MySQL one log flush) serves many. Code that submits inside its own transaction
 keeps using submit.enqueue: its task commits with its writes, as before.
 """
+import os
 import threading
 
-from db import session_scope
+from sqlalchemy.exc import DBAPIError
+
+from db.session import session_factory
+from db.dialect import is_transient
 from service.runner import submit
 
 
@@ -51,13 +55,34 @@ class Group:
             self._line.append(me)
             me.leads = not self._writing
             self._writing = True
-        if not me.leads:
-            me.woken.wait()
-        if me.leads:
-            self._write_next_group()
+        try:
+            if not me.leads:
+                me.woken.wait()
+            if me.leads:
+                self._write_next_group()
+        except BaseException:
+            self._leave(me)
+            raise
         if me.error is not None:
             raise me.error
         return me.task
+
+    def _leave(self, me):
+        """An interrupted submit: out of the line, and the lead it was handed goes on."""
+        with self._lock:
+            if me not in self._line:
+                return  # a leader has its row, or it was writing (which hands the lead on)
+            self._line.remove(me)
+            if me.leads:
+                self._hand_on()
+
+    def _hand_on(self):
+        # Under _lock: the next in line leads, or nobody writes.
+        if self._line:
+            self._line[0].leads = True
+            self._line[0].woken.set()
+        else:
+            self._writing = False
 
     def _write_next_group(self):
         """Write everyone in line, then wake them and the next leader."""
@@ -68,39 +93,84 @@ class Group:
         finally:
             for waiting in group:
                 if waiting.task is None and waiting.error is None:  # the writer was interrupted
-                    waiting.error = RuntimeError("the task was not queued: its group's write stopped")
+                    waiting.error = RuntimeError(
+                        "the write of this task's group was interrupted; it may not be queued")
             with self._lock:
-                if self._line:
-                    self._line[0].leads = True
-                    self._line[0].woken.set()
-                else:
-                    self._writing = False
+                self._hand_on()
             for waiting in group:
                 waiting.woken.set()
 
 
 def _write(group):
-    """Insert the group's rows in one transaction; if that fails, each in one of its own."""
+    """Insert the group's rows in one transaction; rows the database refuses, each in one of its own.
+
+    Only a refused INSERT is tried again row by row (nothing was committed then).
+    An error at the commit reaches every submit of the group: the commit may
+    have happened, and writing the rows again could queue them twice. So does
+    a transient one (locked, connection lost): one more try each would only
+    wait for it again.
+    """
     try:
-        with session_scope() as session:
-            written = submit.add_rows(session, [waiting.row for waiting in group])
-    except Exception as error:
+        written = _insert(waiting.row for waiting in group)
+    except _Refused as refused:
         if len(group) == 1:
-            group[0].error = error
+            group[0].error = refused.error
             return
+    except Exception as error:
+        for waiting in group:
+            waiting.error = error
+        return
     else:
         for waiting, task in zip(group, written):
             waiting.task = task
         return
     for waiting in group:  # so that one row the database refuses fails only its own submit
         try:
-            with session_scope() as session:
-                waiting.task = submit.add_rows(session, [waiting.row])[0]
+            waiting.task = _insert([waiting.row])[0]
+        except _Refused as refused:
+            waiting.error = refused.error
         except Exception as error:
             waiting.error = error
 
 
+class _Refused(Exception):
+    """The database refused the INSERT itself; nothing was committed."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _insert(rows):
+    """Insert and commit rows in a session of their own; return their Tasks."""
+    session = session_factory()
+    try:
+        try:
+            written = submit.add_rows(session, list(rows))
+        except DBAPIError as error:
+            session.rollback()
+            if is_transient(error):
+                raise
+            raise _Refused(error) from error
+        session.commit()
+        return written
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 group = Group()  # this process's
+
+
+def _forget_group():
+    # A forked child starts with an empty line (a parent thread may have been writing).
+    global group
+    group = Group()
+
+
+os.register_at_fork(after_in_child=_forget_group)
 
 
 def enqueue_alone(session, name, args, **options):
