@@ -50,11 +50,14 @@ class ProcessTurn:
         """Wait for the turn; sqlite3.OperationalError after timeout seconds."""
         with self._guard:
             self._waiting += 1
-        got = self._lock.acquire(timeout=timeout)
-        with self._guard:
-            self._waiting -= 1
-            if not got:
-                self._let_go_if_unwanted()
+        got = False
+        try:
+            got = self._lock.acquire(timeout=timeout)
+        finally:  # interrupted too: a count left too high would pass turns to nobody
+            with self._guard:
+                self._waiting -= 1
+                if not got:
+                    self._let_go_if_unwanted()
         if not got:
             raise sqlite3.OperationalError(f"database is locked (no write turn within {timeout:g}s)")
         if self._file_locked:  # passed on by another thread of this process
@@ -72,16 +75,20 @@ class ProcessTurn:
     def give(self):
         """End this thread's turn: pass it on within the process, or free the file lock."""
         with self._guard:
-            if not self._waiting or time.monotonic() - self._locked_at >= PASS_FOR:
-                self._unlock_file()
-            self._lock.release()
+            try:
+                if not self._waiting or time.monotonic() - self._locked_at >= PASS_FOR:
+                    self._unlock_file()
+            finally:
+                self._lock.release()
 
     def _let_go_if_unwanted(self):
         # A waiter gave up: a turn passed on to it with nobody left to take it must not
         # keep the file locked. (Under _guard, so no give() decides in between.)
         if not self._waiting and self._lock.acquire(blocking=False):
-            self._unlock_file()
-            self._lock.release()
+            try:
+                self._unlock_file()
+            finally:
+                self._lock.release()
 
     def _unlock_file(self):
         if self._file_locked:
@@ -92,6 +99,7 @@ class ProcessTurn:
         """In a forked child: drop the parent's file (its lock stays the parent's)."""
         if self._fd is not None:
             os.close(self._fd)
+            self._fd, self._file_locked = None, False
 
 
 _process_turns = {}  # lock file path -> this process's ProcessTurn
@@ -133,12 +141,14 @@ class TurnConnection(sqlite3.Connection):
     def __init__(self, *args, turn, **kwargs):
         super().__init__(*args, **kwargs)
         self._turn_wait = kwargs.get("timeout", 5.0)  # sqlite3's busy timeout, in seconds
-        self._turn = _process_turn(turn)
+        self._turn_path = turn
+        self._turn = None  # the ProcessTurn held, looked up at each take: a fork makes new ones
         self._turn_held = False
 
     def take_turn(self):
         """Wait for the write turn (no-op if held); sqlite3.OperationalError after the busy timeout."""
         if not self._turn_held:
+            self._turn = _process_turn(self._turn_path)
             self._turn.take(self._turn_wait)
             self._turn_held = True
 

@@ -287,3 +287,45 @@ def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
     assert gave_up and "database is locked" in str(gave_up[0])
     assert turn_is_free(db_url)  # the leaving waiter freed the file nobody took
     assert not real_lock.locked()
+
+
+def test_a_waiter_interrupted_in_its_wait_is_no_longer_counted(db_url, database, monkeypatch):
+    from db import write_turn
+    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
+    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+    turn.take(5)
+    real_lock = turn._lock
+
+    class Interrupts:
+        def acquire(self, blocking=True, timeout=-1):
+            if blocking:
+                raise KeyboardInterrupt  # what can land in any wait
+            return real_lock.acquire(blocking=False)
+
+        def release(self):
+            real_lock.release()
+
+    turn._lock = Interrupts()
+    with pytest.raises(KeyboardInterrupt):
+        turn.take(5)
+    assert turn._waiting == 0
+    turn.give()  # nobody waits: the file is freed, not passed on to the interrupted waiter
+    assert turn_is_free(db_url)
+
+
+def test_a_failing_unlock_still_ends_the_threads_turn(db_url, database, monkeypatch):
+    from db import write_turn
+    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+    turn.take(5)
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_UN:
+            raise OSError("unlock failed")
+        return real_flock(fd, op)
+    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
+    with pytest.raises(OSError):
+        turn.give()
+    assert not turn._lock.locked()  # the next writer of this process is not stuck behind it
+    monkeypatch.setattr(write_turn.fcntl, "flock", real_flock)
+    fcntl.flock(turn._fd, fcntl.LOCK_UN)
