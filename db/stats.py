@@ -11,7 +11,7 @@ process that finds it moved leaves the work to the one that moved it.
 import collections
 import datetime as dt
 
-from sqlalchemy import case, delete, func, select, true, update
+from sqlalchemy import bindparam, case, delete, func, select, true, update
 
 from db import runners
 from db.dialect import dialect_of
@@ -31,45 +31,76 @@ def floor_minute(when):
     return when.replace(second=0, microsecond=0)
 
 
-def _rolled(session, table, *columns, where=true()):
+def _rolled(session, query, **params):
     """The watermark and the rows of a roll-up table, read in one statement so they agree."""
-    query = (select(TaskRollup.rolled_until, *columns)
-             .select_from(TaskRollup).outerjoin(table, where).where(TaskRollup.id == 1))
-    rows = session.execute(query).all()
+    rows = _read(session, query, params).all()
     if not rows:
         raise LookupError("task_rollup is empty: run the migrations (alembic upgrade head)")
     return rows[0][0], [row[1:] for row in rows if row[1] is not None]
 
 
+def _read(session, query, params=None):
+    """Run a prebuilt read on the session's connection: Core, past the ORM's result machinery
+    (the overview runs seven of them per request, a dashboard polls it)."""
+    return session.connection().execute(query, params or {})
+
+
+def _rolled_query(table, *columns, where=true()):
+    return (select(TaskRollup.rolled_until, *columns)
+            .select_from(TaskRollup).outerjoin(table, where).where(TaskRollup.id == 1))
+
+
+_FINISHED_STATES = Task.status.in_(FINISHED_STATES)
+_TOTALS = _rolled_query(TaskTotal, TaskTotal.name, TaskTotal.status, TaskTotal.count)
+# Grouped by status first: grouped by name first, SQLite reads the whole table through
+# ix_tasks_name_id (0.4 s at 10⁶ rows) instead of the few recent rows through the finish index.
+_FINISHED_SINCE = (select(Task.status, Task.name, func.count())
+                   .where(Task.finished_at >= bindparam("since"), _FINISHED_STATES)
+                   .group_by(Task.status, Task.name))
+_MINUTES = _rolled_query(TaskMinute, TaskMinute.minute, TaskMinute.status, TaskMinute.count,
+                         where=TaskMinute.minute >= bindparam("first"))
+_IN_MINUTE = (select(Task.status, func.count())
+              .where(Task.finished_at >= bindparam("start"), Task.finished_at < bindparam("end"),
+                     _FINISHED_STATES)
+              .group_by(Task.status))
+_RUNNING_NAMES = select(Task.name).where(Task.status == RUNNING)
+_DUE = Task.run_after <= bindparam("now")
+_QUEUE_DEPTH = (select(func.count(), func.sum(case((_DUE, 1), else_=0)),
+                       func.min(case((_DUE, Task.run_after))))
+                .where(Task.status == QUEUED))
+
+
+def _by_status_and_name(status, named):
+    """Counts of one status per name (of one name if named)."""
+    where = (Task.status == status, Task.name == bindparam("name")) if named else (Task.status == status,)
+    return select(Task.status, Task.name, func.count()).where(*where).group_by(Task.status, Task.name)
+
+
+_COUNTS = {(status, named): _by_status_and_name(status, named)
+           for status in (QUEUED, RUNNING) for named in (False, True)}
+
+
 def finished_counts(session):
     """Counter {(name, status): n} of every finished task in the table."""
-    since, totals = _rolled(session, TaskTotal, TaskTotal.name, TaskTotal.status, TaskTotal.count)
+    since, totals = _rolled(session, _TOTALS)
     counts = collections.Counter({(name, status): n for name, status, n in totals})
-    # Grouped by status first: grouped by name first, SQLite reads the whole table through
-    # ix_tasks_name_id (0.4 s at 10⁶ rows) instead of the few recent rows through the finish index.
-    recent = session.execute(
-        select(Task.status, Task.name, func.count())
-        .where(Task.finished_at >= since, Task.status.in_(FINISHED_STATES))
-        .group_by(Task.status, Task.name))
-    for status, name, n in recent:
+    for status, name, n in _read(session, _FINISHED_SINCE, {"since": since}):
         counts[(name, status)] += n
     return +counts  # totals of tasks since pruned away can reach 0
 
 
 def unfinished_counts(session, name=None):
     """Counter {(name, status): n} of queued and running tasks (bounded by the backlog)."""
-    named = (Task.name == name,) if name is not None else ()
-    queued = session.execute(select(Task.status, Task.name, func.count())
-                             .where(Task.status == QUEUED, *named).group_by(Task.status, Task.name))
+    named = {"name": name} if name is not None else {}
+    queued = _read(session, _COUNTS[QUEUED, bool(named)], named)
     counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
     if dialect_of(session).count_running_by_reading:
         # Running rows are few (workers and their prefetch): read their names and count them
         # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
-        counts.update((row_name, RUNNING) for row_name in session.scalars(
-            select(Task.name).where(Task.status == RUNNING)) if name is None or row_name == name)
+        counts.update((row_name, RUNNING) for row_name in _read(session, _RUNNING_NAMES).scalars()
+                      if name is None or row_name == name)
         return counts
-    running = session.execute(select(Task.status, Task.name, func.count())
-                              .where(Task.status == RUNNING, *named).group_by(Task.status, Task.name))
+    running = _read(session, _COUNTS[RUNNING, bool(named)], named)
     counts.update({(row_name, status): n for status, row_name, n in running})
     return counts
 
@@ -87,20 +118,15 @@ def finished_per_minute(session, now=None, minutes=60):
     """[(minute, {status: n})] for the last `minutes` minutes, oldest first."""
     now = now or utcnow()
     first = floor_minute(now) - (minutes - 1) * MINUTE
-    since, rolled = _rolled(session, TaskMinute, TaskMinute.minute, TaskMinute.status,
-                            TaskMinute.count, where=TaskMinute.minute >= first)
+    since, rolled = _rolled(session, _MINUTES, first=first)
     series = {first + i * MINUTE: collections.Counter() for i in range(minutes)}
     for minute, status, n in rolled:
         if minute in series:
             series[minute][status] += n
     minute = max(first, since)
     while minute <= floor_minute(now):  # the minutes not rolled up yet: a few at most
-        recent = session.execute(
-            select(Task.status, func.count())
-            .where(Task.finished_at >= minute, Task.finished_at < minute + MINUTE,
-                   Task.status.in_(FINISHED_STATES))
-            .group_by(Task.status))
-        series[minute].update(dict(recent.all()))
+        series[minute].update(dict(_read(session, _IN_MINUTE,
+                                         {"start": minute, "end": minute + MINUTE}).all()))
         minute += MINUTE
     return sorted(series.items())
 
@@ -199,11 +225,7 @@ def reset_counts(session):
 
 def queue_depth(session, now=None):
     """(queued, due now, when the oldest due task became due or None): one read of the claim index."""
-    now = now or utcnow()
-    due = Task.run_after <= now
-    queued, due_now, oldest = session.execute(
-        select(func.count(), func.sum(case((due, 1), else_=0)), func.min(case((due, Task.run_after))))
-        .where(Task.status == QUEUED)).one()
+    queued, due_now, oldest = _read(session, _QUEUE_DEPTH, {"now": now or utcnow()}).one()
     return queued, int(due_now or 0), oldest  # MySQL sums to a Decimal
 
 
