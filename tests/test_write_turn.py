@@ -199,25 +199,41 @@ def _writer_thread(engine, name, started=None):
     return thread
 
 
-def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_the_file(
-        db_url, database, monkeypatch):
+def _holder_and_waiter(db_url, database):
+    """A connection holding the turn, and a thread of ours waiting to write after it."""
     from db import write_turn
-    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
     holder = database.connect()
     add_user(holder, "first")
     turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
     waiter = _writer_thread(database, "second")
     wait_for(lambda: turn._waiting == 1, message="the second writer to wait for its turn")
-    file_unlocks = []
-    real_flock = fcntl.flock
-    monkeypatch.setattr(write_turn.fcntl, "flock",
-                        lambda fd, op: (file_unlocks.append(op) if op == fcntl.LOCK_UN else None,
-                                        real_flock(fd, op))[1])
+    return holder, waiter
+
+
+def _file_unlocks(monkeypatch):
+    """The list that each unlock of the turn's file is added to from now on."""
+    from db import write_turn
+    unlocks, real_flock = [], fcntl.flock
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_UN:
+            unlocks.append(op)
+        return real_flock(fd, op)
+    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
+    return unlocks
+
+
+def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_the_file(
+        db_url, database, monkeypatch):
+    from db import write_turn
+    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
+    holder, waiter = _holder_and_waiter(db_url, database)
+    unlocks = _file_unlocks(monkeypatch)
     holder.commit()  # gives the turn: the waiter takes it with the file still locked
     holder.close()
     waiter.join(30)
     assert not waiter.is_alive()
-    assert file_unlocks == [fcntl.LOCK_UN]  # once: after the second writer, nobody waited
+    assert unlocks == [fcntl.LOCK_UN]  # once: after the second writer, nobody waited
     assert turn_is_free(db_url)
     with database.connect() as connection:
         assert sorted(connection.execute(select(User.name)).scalars()) == ["first", "second"]
@@ -227,23 +243,12 @@ def test_a_turn_is_not_passed_on_once_the_process_held_the_file_for_pass_for(
         db_url, database, monkeypatch):
     from db import write_turn
     monkeypatch.setattr(write_turn, "PASS_FOR", 0.0)
-    holder = database.connect()
-    add_user(holder, "first")
-    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
-    waiter = _writer_thread(database, "second")
-    wait_for(lambda: turn._waiting == 1, message="the second writer to wait for its turn")
-    unlocked = threading.Event()
-    real_flock = fcntl.flock
-
-    def flock(fd, op):
-        if op == fcntl.LOCK_UN:
-            unlocked.set()
-        return real_flock(fd, op)
-    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
+    holder, waiter = _holder_and_waiter(db_url, database)
+    unlocks = _file_unlocks(monkeypatch)
     holder.commit()
     holder.close()
     waiter.join(30)
-    assert unlocked.is_set()  # the file was freed between the two, for other processes
+    assert unlocks == [fcntl.LOCK_UN] * 2  # the file was freed between the two, for other processes
     assert turn_is_free(db_url)
 
 
