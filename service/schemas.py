@@ -4,7 +4,7 @@ import datetime as dt
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from db.models import MAX_ID, QUEUED, RUNNING, STATES
-from db.tasks import RETRYABLE
+from db.bulk import RETRYABLE
 
 MAX_TASK_DELAY = 30 * 24 * 3600  # a task can be put off by at most 30 days
 MAX_PAGE_SIZE = 100

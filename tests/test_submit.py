@@ -136,7 +136,7 @@ def test_one_transaction_cannot_queue_past_the_bound(session):
 
 
 def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
-    from db import tasks
+    from db import bulk
     from db.models import FAILED
     from service.runner import manage
     from sqlalchemy import update
@@ -151,4 +151,4 @@ def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
         marks = other.execute(select(Task.id, Task.retried_by).where(Task.id.in_(ids))).all()
     assert sorted(mark is None for _, mark in marks) == [False, False, True, True]
     assert all(mark != 0 for _, mark in marks)  # none left half-retried
-    assert tasks.count_retryable(session, FAILED) == 2
+    assert bulk.count_retryable(session, FAILED) == 2

@@ -4,7 +4,7 @@ A retry is a new task with the same name, arguments and limits, linked both
 ways (`retry_of` on the new one, `retried_by` on the old one), so the failed
 attempt keeps its error and traceback and can be retried only once.
 """
-from db import tasks
+from db import bulk, tasks
 from service import metrics
 from service.runner.submit import QueueFull, add_checked, check_task
 from service.runner.registry import InvalidArguments, UnknownTask
@@ -24,17 +24,17 @@ def retry_task(session, task_id):
     old = tasks.get_task(session, task_id)
     if old is None:
         return None
-    if old.status not in tasks.RETRYABLE:
+    if old.status not in bulk.RETRYABLE:
         raise NotRetryable(f"task {task_id} is {old.status}; only failed or cancelled tasks can be retried")
     if old.retried_by is not None:
         raise NotRetryable(f"task {task_id} was retried already, as task {old.retried_by}")
     spec, stored_args = check_task(session, old.name, old.args)
-    if not tasks.claim_retry(session, task_id):  # another request retried it meanwhile
+    if not bulk.claim_retry(session, task_id):  # another request retried it meanwhile
         raise NotRetryable(f"task {task_id} was retried already")
     # No second check after that write: a full queue there would leave it marked retried.
     new = add_checked(session, spec, stored_args, max_attempts=old.max_attempts,
                       time_limit=old.time_limit, retry_of=old.id, priority=old.priority)
-    tasks.set_retry(session, task_id, new.id)
+    bulk.set_retry(session, task_id, new.id)
     return new
 
 
@@ -44,10 +44,10 @@ def retry_matching(session, status=None, name=None, limit=1000, dry_run=False):
     Returns (matched, retried): a task whose name or arguments are no longer
     valid is skipped; a full queue stops the run early.
     """
-    matched = tasks.count_retryable(session, status, name)
+    matched = bulk.count_retryable(session, status, name)
     if dry_run:
         return matched, 0
-    ids = tasks.retryable_ids(session, status, name, limit)
+    ids = bulk.retryable_ids(session, status, name, limit)
     session.rollback()  # end the read before the writes
     retried = 0
     for start in range(0, len(ids), CHUNK):
@@ -79,14 +79,14 @@ def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):
 
     Returns (matched, cancelled, asked).
     """
-    matched = tasks.count_cancellable(session, status, name)
+    matched = bulk.count_cancellable(session, status, name)
     if dry_run:
         return matched, 0, 0
-    ids = tasks.cancellable_ids(session, status, name, limit)
+    ids = bulk.cancellable_ids(session, status, name, limit)
     session.rollback()
     cancelled = asked = 0
     for start in range(0, len(ids), CHUNK):
-        done, flagged = tasks.cancel_ids(session, ids[start:start + CHUNK])
+        done, flagged = bulk.cancel_ids(session, ids[start:start + CHUNK])
         session.commit()
         for name, n in done.items():
             metrics.CANCELLED.labels(name).inc(n)
