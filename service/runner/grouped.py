@@ -111,26 +111,20 @@ def _write(group):
     wait for it again.
     """
     try:
-        written = _insert(waiting.row for waiting in group)
+        written = _insert([waiting.row for waiting in group])
     except _Refused as refused:
         if len(group) == 1:
             group[0].error = refused.error
-            return
+        else:  # so that one row the database refuses fails only its own submit
+            for waiting in group:
+                _write([waiting])
+        return
     except Exception as error:
         for waiting in group:
             waiting.error = error
         return
-    else:
-        for waiting, task in zip(group, written):
-            waiting.task = task
-        return
-    for waiting in group:  # so that one row the database refuses fails only its own submit
-        try:
-            waiting.task = _insert([waiting.row])[0]
-        except _Refused as refused:
-            waiting.error = refused.error
-        except Exception as error:
-            waiting.error = error
+    for waiting, task in zip(group, written):
+        waiting.task = task
 
 
 class _Refused(Exception):
@@ -146,9 +140,8 @@ def _insert(rows):
     session = session_factory()
     try:
         try:
-            written = submit.add_rows(session, list(rows))
+            written = submit.add_rows(session, rows)
         except DBAPIError as error:
-            session.rollback()
             if is_transient(error):
                 raise
             raise _Refused(error) from error
