@@ -238,8 +238,8 @@ _END = _fenced_update(status=_value("status"), finished_at=_value("finished_at")
 _RETRY = _fenced_update(status=QUEUED, owner=None, run_after=_value("run_after"),
                         error=_value("error"), traceback=_value("traceback"),
                         message=_value("message"), published_at=None)
-_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
-                          run_after=_value("run_after"), published_at=None)
+# A given-back attempt keeps its run_after: it goes back to its place in line.
+_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1, published_at=None)
 _PROGRESS = _fenced_update(progress=_value("progress"), message=_value("message"))
 
 
@@ -271,7 +271,7 @@ def retry_task(session, claim, owner, run_after, error, traceback=None):
 
 def release_task(session, claim, owner):
     """Give back an attempt that was cut short by shutdown; it does not count."""
-    return _write_fenced(session, _RELEASE, claim, owner, run_after=utcnow())
+    return _write_fenced(session, _RELEASE, claim, owner)
 
 
 def save_progress(session, claim, owner, progress, message):

@@ -251,6 +251,21 @@ def test_stop_requeues_unfinished_tasks_and_a_new_runner_finishes_them(make_runn
     assert users_named("sleepy") == 2
 
 
+def test_a_task_given_back_at_shutdown_keeps_its_place_in_the_queue(database):
+    with db.session_scope() as s:
+        first = tasks.insert_task(s, "noop", {}, run_after=utcnow() - dt.timedelta(seconds=1))
+        second_id = tasks.insert_task(s, "noop", {}).id
+        first_id, due = first.id, first.run_after
+    with db.session_scope() as s:
+        [claim] = tasks.claim_tasks(s, "stopping", 1)
+        assert claim.id == first_id
+    with db.session_scope() as s:
+        assert tasks.release_task(s, claim, "stopping")
+    assert task_row(first_id).run_after == due  # not sent behind the tasks queued after it
+    with db.session_scope() as s:
+        assert [c.id for c in tasks.claim_tasks(s, "next", 2)] == [first_id, second_id]
+
+
 def test_unknown_name_in_the_table_fails_without_running(database, runner):
     with db.session_scope() as s:
         task_id = tasks.insert_task(s, "from_a_newer_version", {}).id
