@@ -1,10 +1,12 @@
 """The Celery executor: a broker carries task ids, the tasks table stays the record.
 
-This module is the Celery app (`celery -A service.runner.celery worker`), its one
-task and the publishing side: after a commit that queued tasks, CeleryExecutor
-publishes their ids; a publish that fails is left to a relay. The worker side
-(claiming, running, upkeep, the relay) is service.runner.celery_worker. There
-is no result backend and no Flask app context: the row is the result.
+This module is the Celery app and the publishing side: after a commit that
+queued tasks, CeleryExecutor publishes their ids; a publish that fails is left
+to a relay. The worker side (the one task, claiming, running, upkeep, the
+relay) is service.runner.celery_worker, which a worker loads with
+`celery -A service.runner.celery_worker worker`: publishing sends the task by
+its name, so this side never imports the worker side. There is no result
+backend and no Flask app context: the row is the result.
 """
 import logging
 import os
@@ -23,6 +25,7 @@ from service.runner.executor import Executor
 
 log = logging.getLogger(__name__)
 
+RUN_TASKS = "service.run_tasks"  # the one Celery task: claim these ids and run them
 MESSAGE_BATCH = 16  # ids one message carries at most: tasks committed together, claimed together
 BROKER_CHECK_EVERY = 5.0  # seconds /readyz trusts its last look at the broker
 
@@ -74,14 +77,6 @@ def configure(config):
         app._after_fork()  # Celery's own reset of its connection and producer pools
 
 
-@app.task(name="service.run_tasks", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_tasks(task_ids):
-    """Claim these tasks by id and run those that are ours, one after another (a Celery worker runs this)."""
-    from service.runner.celery_worker import WorkerProcess
-
-    WorkerProcess.here().run(task_ids)
-
-
 def publish(tasks):
     """Hand these (id, queue) pairs' ids to the broker, each to the Celery queue of its task's
     queue, up to MESSAGE_BATCH a message; raise if it cannot be reached.
@@ -96,8 +91,8 @@ def publish(tasks):
     with app.producer_or_acquire() as producer:
         for queue, task_ids in by_queue.items():
             for start in range(0, len(task_ids), MESSAGE_BATCH):
-                run_tasks.apply_async(args=[task_ids[start:start + MESSAGE_BATCH]], queue=queue,
-                                      producer=producer, retry=False)
+                app.send_task(RUN_TASKS, args=[task_ids[start:start + MESSAGE_BATCH]], queue=queue,
+                              producer=producer, retry=False)
 
 
 def serve(queues):
@@ -168,8 +163,3 @@ def publish_committed(added):
         log.warning("could not publish tasks %s (%s); a relay will", ids, error)
         with session_scope() as session:
             delivery.unmark_published(session, ids)
-
-
-# The worker's signals (its engine, processes and relay) come with the app: `celery -A
-# service.runner.celery` imports this module only.
-from service.runner import celery_worker  # noqa: E402,F401

@@ -34,7 +34,7 @@ from service import logs
 from service.config import load_config
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
-from service.runner.celery import app, configure, publish, publish_committed, serve
+from service.runner.celery import RUN_TASKS, app, configure, publish, publish_committed, serve
 from service.runner.config import RunnerConfig
 from service.runner.registry import load_task_modules, registry
 from service.runner.upkeep import Upkeep
@@ -142,6 +142,12 @@ class WorkerProcess:
         self.stopping.set()
         submit.remove_listener(publish_committed)
         self.upkeep.forget()
+
+
+@app.task(name=RUN_TASKS, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_tasks(task_ids):
+    """Claim these tasks by id and run those that are ours, one after another."""
+    WorkerProcess.here().run(task_ids)
 
 
 def relay_once(republish_after):
