@@ -10,7 +10,7 @@ lease recovery requeues its task.
 """
 import time
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from db.dialect import dialect_of
 from db.models import QUEUED, RUNNING, Task, TaskLimit, utcnow
@@ -131,6 +131,30 @@ def claim_tasks(session, owner, limit, queues=None):
     if extra:
         session.execute(_UNCLAIM, {"ids": extra, "v_owner": owner})
     return claims[:limit]
+
+
+def forget_idle_keys(session, after, older_than, batch=500, now=None):
+    """Look at up to batch task_limits rows, in key order from past the key after (None: the
+    first); delete those made more than older_than ago whose key no queued or running task
+    has. Returns (how many went, the key to go on after, or None once the end was reached).
+
+    A row only makes its key's claimers take turns (the running rows are the count), so
+    one deleted just before a claim needs it is made again by that claim.
+    """
+    now = now or utcnow()
+    query = select(TaskLimit.limit_key, TaskLimit.created_at).order_by(TaskLimit.limit_key).limit(batch)
+    if after is not None:
+        query = query.where(TaskLimit.limit_key > after)
+    rows = session.execute(query).all()
+    old = [row.limit_key for row in rows if row.created_at < now - older_than]
+    in_use = set(session.scalars(  # ix_tasks_limit: status, limit_key
+        select(_c.limit_key).where(_c.status.in_((QUEUED, RUNNING)), _c.limit_key.in_(old))
+        .distinct())) if old else set()
+    idle = [key for key in old if key not in in_use]
+    if idle:
+        session.execute(delete(TaskLimit).where(TaskLimit.limit_key.in_(idle))
+                        .execution_options(synchronize_session=False))
+    return len(idle), (rows[-1].limit_key if len(rows) == batch else None)
 
 
 _ANY_WAITING = select(_c.id).where(_c.status == QUEUED, _c.limit_key.is_not(None)).limit(1)

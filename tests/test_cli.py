@@ -8,12 +8,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import create_engine, func, insert, select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
 import db
 from db import runners, stats
-from db.models import Task, TaskRollup, User, utcnow
+from db.models import Task, TaskLimit, TaskRollup, User, utcnow
 from service.cli import main
 from tests.conftest import backend, wait_for
 from tests.server import Process, migrate
@@ -331,6 +331,17 @@ def test_prune_rolls_up_then_deletes_old_finished_tasks_in_batches(tasks_cli, en
     assert out == ("deleted 0 tasks finished more than 0.00s ago;"
                    " tasks finished in the last 2m stay until they are counted\n")
     assert task_row(engine, queued).status == "cancelled"
+
+
+def test_prune_deletes_concurrency_limit_keys_idle_as_long(tasks_cli, engine):
+    old = utcnow() - dt.timedelta(days=10)
+    with engine.begin() as connection:
+        connection.execute(insert(TaskLimit), [{"limit_key": f"user:{n}", "created_at": old}
+                                               for n in range(1201)])
+    assert ok(tasks_cli("prune", "--older-than", "7d")) == (
+        "deleted 0 tasks finished more than 7d ago, and 1201 concurrency-limit keys idle as long\n")
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(TaskLimit)) == 0
 
 
 @pytest.mark.parametrize("duration", ["soon", "-1d", "7y", "99999999d"])

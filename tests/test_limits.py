@@ -4,12 +4,12 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 import db
 from db import limits, tasks
-from db.models import RunnerRecord, Task, User, utcnow
-from service.runner import submit
+from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
+from service.runner import housekeeping, submit
 from service.runner.registry import TaskRegistry
 from tests.conftest import backend, count_rows, wait_for
 from tests.sample_tasks import Slot
@@ -241,3 +241,58 @@ def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):
     assert [claim.id for claim in limits.claim_tasks(session, "a", 8)] == ids[:2]
     session.commit()
 
+
+
+def limit_keys():
+    with db.session_scope() as s:
+        return sorted(s.scalars(select(TaskLimit.limit_key)))
+
+
+def test_idle_limit_keys_are_forgotten_a_batch_at_a_time_and_keys_in_use_stay(session):
+    week_ago = utcnow() - dt.timedelta(days=8)
+    session.execute(insert(TaskLimit), [{"limit_key": key, "created_at": week_ago}
+                                        for key in ("a-idle", "b-queued", "c-running", "d-done", "e-idle")]
+                    + [{"limit_key": "f-new", "created_at": utcnow()}])
+    for key in ("b-queued", "c-running", "d-done"):
+        tasks.insert_task(session, "noop", {}, limit_key=key, concurrency=1)
+    session.execute(update(Task).where(Task.limit_key == "c-running").values(status="running"))
+    session.execute(update(Task).where(Task.limit_key == "d-done").values(status="succeeded"))
+    session.commit()
+    seen, after = [], None
+    while True:
+        gone, after = limits.forget_idle_keys(session, after, dt.timedelta(days=7), batch=2)
+        session.commit()
+        seen.append((gone, after))
+        if after is None:
+            break
+    assert seen == [(1, "b-queued"), (1, "d-done"), (1, "f-new"), (0, None)]
+    assert limit_keys() == ["b-queued", "c-running", "f-new"]
+
+
+def test_a_claim_makes_a_forgotten_key_again_and_its_limit_still_holds(session):
+    ids = enqueue(session, "limited", 3)
+    assert len(limits.claim_tasks(session, "a", 8)) == 2
+    session.execute(update(Task).where(Task.id.in_(ids)).values(status="succeeded", owner=None))
+    session.execute(update(TaskLimit).values(created_at=utcnow() - dt.timedelta(days=8)))
+    session.commit()
+    assert limits.forget_idle_keys(session, None, dt.timedelta(days=7)) == (1, None)
+    session.commit()
+    assert limit_keys() == []
+    more = enqueue(session, "limited", 3)
+    assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == more[:2]
+    session.commit()
+    assert limit_keys() == ["limited"]
+
+
+def test_each_heartbeat_looks_at_the_next_batch_of_limit_keys(session, monkeypatch):
+    monkeypatch.setattr(housekeeping, "PRUNE_BATCH", 2)
+    week_ago = utcnow() - dt.timedelta(days=8)
+    session.execute(insert(TaskLimit), [{"limit_key": f"k{n}", "created_at": week_ago} for n in range(5)])
+    session.commit()
+    keeper = housekeeping.Housekeeping()
+    keeper.keep(retention=0)  # 0 keeps everything
+    left = [limit_keys()]
+    for _ in range(3):
+        keeper.keep(retention=7 * 86400)
+        left.append(limit_keys())
+    assert left == [[f"k{n}" for n in range(5)], ["k2", "k3", "k4"], ["k4"], []]

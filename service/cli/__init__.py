@@ -17,7 +17,7 @@ from service.cli.errors import CommandError, OneLineGroup, describe
 from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
 from service.config import parse_duration
 from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, manage, registry
-from service.runner.housekeeping import PRUNE_BATCH
+from service.runner.housekeeping import PRUNE_BATCH, forget_idle_limit_keys
 from service.runner.registry import load_task_modules
 from service.runner.submit import check_unique_key, enqueue_once
 from service.schemas import TaskIn, TaskOut
@@ -212,7 +212,7 @@ class Duration(click.ParamType):
 @click.option("--older-than", type=Duration(), default="7d", show_default=True,
               help="Delete tasks finished longer ago than this (90s, 15m, 12h, 7d, 2w).")
 def prune(older_than):
-    """Delete finished tasks, keeping every count exact; print how many went."""
+    """Delete finished tasks (keeping every count exact) and idle limit keys; print how many went."""
     deleted = 0
     with connected():
         # Only rolled-up tasks can go (their counts leave the totals with them).
@@ -226,10 +226,15 @@ def prune(older_than):
             deleted += batch
             if batch < PRUNE_BATCH:
                 break
+        keys, after = forget_idle_limit_keys(older_than)
+        while after is not None:
+            forgotten, after = forget_idle_limit_keys(older_than, after)
+            keys += forgotten
     margin = stats.ROLLUP_MARGIN
     kept = (f"; tasks finished in the last {span(margin.total_seconds())} stay until they are counted"
             if older_than < margin else "")
-    click.echo(f"deleted {deleted} tasks finished more than {span(older_than.total_seconds())} ago{kept}")
+    idle = f", and {keys} concurrency-limit keys idle as long" if keys else ""
+    click.echo(f"deleted {deleted} tasks finished more than {span(older_than.total_seconds())} ago{idle}{kept}")
 
 
 @main.command("stats")

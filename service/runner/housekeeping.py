@@ -1,36 +1,57 @@
-"""What every runner does on its heartbeat besides leases: keep counts rolled up, old tasks pruned."""
+"""What every runner does on its heartbeat besides leases: keep counts rolled up, old rows pruned."""
 import datetime as dt
 import logging
 import time
 
-from db import runners, session_scope, stats
+from db import limits, runners, session_scope, stats
 
 log = logging.getLogger(__name__)
 
-PRUNE_BATCH = 500  # tasks deleted per transaction, so no lock is held for long
+PRUNE_BATCH = 500  # rows deleted (or limit keys looked at) per transaction, so no lock is held for long
 WORK_PER_BEAT = 1.0  # seconds of roll-up and pruning one heartbeat may spend
 
 
-def keep_tables(retention):
-    """Roll up finished counts, then delete tasks finished more than retention seconds ago.
+class Housekeeping:
+    """One process's upkeep of the tables; keep() runs once per heartbeat."""
 
-    Each step is its own short transaction, and a step another process is
-    doing is left to it (stats.roll_up, stats.prune_finished). Returns how
-    many tasks were deleted.
-    """
-    deadline = time.monotonic() + WORK_PER_BEAT
-    while time.monotonic() < deadline:
-        with session_scope() as session:
-            if not stats.roll_up(session):
+    def __init__(self):
+        self._keys_after = None  # the limit key the sweep of idle ones goes on after
+
+    def keep(self, retention):
+        """Roll up finished counts, delete tasks finished more than retention seconds ago,
+        and look at the next batch of concurrency-limit keys for idle ones to delete.
+
+        Each step is its own short transaction, and a step another process is
+        doing is left to it (stats.roll_up, stats.prune_finished). Returns how
+        many tasks were deleted.
+        """
+        deadline = time.monotonic() + WORK_PER_BEAT
+        while time.monotonic() < deadline:
+            with session_scope() as session:
+                if not stats.roll_up(session):
+                    break
+        pruned = 0
+        while retention and time.monotonic() < deadline:
+            with session_scope() as session:
+                deleted = stats.prune_finished(session, dt.timedelta(seconds=retention), PRUNE_BATCH)
+                runners.forget_lost_runners(session)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
                 break
-    pruned = 0
-    while retention and time.monotonic() < deadline:
-        with session_scope() as session:
-            deleted = stats.prune_finished(session, dt.timedelta(seconds=retention), PRUNE_BATCH)
-            runners.forget_lost_runners(session)
-        pruned += deleted
-        if deleted < PRUNE_BATCH:
-            break
-    if pruned:
-        log.info("retention: deleted %d tasks finished more than %gs ago", pruned, retention)
-    return pruned
+        if pruned:
+            log.info("retention: deleted %d tasks finished more than %gs ago", pruned, retention)
+        if retention:
+            # A key per user would otherwise leave a row per user forever; a whole pass
+            # over the keys takes keys/PRUNE_BATCH beats.
+            forgotten, self._keys_after = forget_idle_limit_keys(
+                dt.timedelta(seconds=retention), self._keys_after)
+            if forgotten:
+                log.info("retention: deleted %d concurrency-limit keys idle for %gs", forgotten, retention)
+        return pruned
+
+
+def forget_idle_limit_keys(older_than, after=None):
+    """Delete the idle limit keys among the next PRUNE_BATCH past after (db.limits.forget_idle_keys);
+    return (how many went, the key to go on after, or None at the end)."""
+    with session_scope() as session:
+        return limits.forget_idle_keys(session, after, older_than, PRUNE_BATCH)

@@ -15,7 +15,7 @@ import time
 from db import runners, session_scope, tasks
 from service import metrics
 from service.runner import outcomes
-from service.runner.housekeeping import keep_tables
+from service.runner.housekeeping import Housekeeping
 from service.runner.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class Upkeep:
         self.config = config
         self.attempts = attempts
         self.scheduler = Scheduler(config.schedules_enabled, config.schedule_tz)
+        self.housekeeping = Housekeeping()
 
     def tick(self):
         """Each poll interval: time limits, progress, schedules, and the busy/idle workers gauge."""
@@ -78,7 +79,7 @@ class Upkeep:
             if attempt.claim.id in cancelled:
                 attempt.ctx.cancel()
         requeued, _ = outcomes.leases_lost(self.config.lease)
-        keep_tables(self.config.retention)
+        self.housekeeping.keep(self.config.retention)
         return bool(requeued)
 
     def forget(self):
