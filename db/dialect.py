@@ -8,11 +8,11 @@ else in db/ asks `dialect_of(session)` instead of testing a name.
 import functools
 import os
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from db import write_turn
+from db import multirow, write_turn
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MYSQL_POOL_RECYCLE = 3600  # well under MySQL's default wait_timeout (8 h)
@@ -51,6 +51,13 @@ class Dialect:
     def insert_or_keep(self, table):
         """An INSERT into table that leaves a row already holding its primary key as it is."""
         return postgresql.insert(table).on_conflict_do_nothing()
+
+    def insert_returning_ids(self, connection, table, rows):
+        """Insert rows (dicts) into table at once; return their ids in row order
+        (the SQLAlchemy dialect must have insert_executemany_returning_sort_by_parameter_order)."""
+        [primary_key] = table.primary_key.columns
+        statement = insert(table).returning(primary_key, sort_by_parameter_order=True)
+        return connection.execute(statement, rows).scalars().all()
 
 
 class SQLite(Dialect):
@@ -115,6 +122,10 @@ class MySQL(Dialect):
         2055,  # lost connection (system error)
         4031,  # disconnected by the server for inactivity
     })
+
+    def insert_returning_ids(self, connection, table, rows):
+        """MariaDB: one multi-row INSERT ... RETURNING, its SQL built once per row count."""
+        return multirow.insert_returning_ids(connection, table, rows)
 
     def restart_ids(self, session, tables):
         """ALTER TABLE ... AUTO_INCREMENT = 1 (ALTER commits: call it after the delete's commit)."""

@@ -69,7 +69,7 @@ def insert_tasks(session, submits):
         return [insert_task(session, **submit) for submit in submits]  # MySQL 8: no RETURNING
     many = [_queued(**submit) for submit in submits]
     made = [Task(**values) for values in many]
-    ids = session.connection().execute(_INSERT_MANY, many).scalars().all()
+    ids = dialect_of(session).insert_returning_ids(session.connection(), _table, many)
     for task, task_id in zip(made, ids, strict=True):
         task.id = task_id
     return made
@@ -183,8 +183,6 @@ def _fenced_update(**values):
 
 
 _INSERT = insert(_table)
-# Ids come back in the order of the rows (MySQL 8 has no RETURNING: insert_tasks falls back).
-_INSERT_MANY = insert(_table).returning(_c.id, sort_by_parameter_order=True)
 _CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
                   _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields
 _PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))

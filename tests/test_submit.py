@@ -152,3 +152,26 @@ def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
     assert sorted(mark is None for _, mark in marks) == [False, False, True, True]
     assert all(mark != 0 for _, mark in marks)  # none left half-retried
     assert bulk.count_retryable(session, FAILED) == 2
+
+
+def test_rows_inserted_together_each_get_their_own_id_and_values(session):
+    import datetime as dt
+
+    from db import tasks
+
+    later = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
+    submits = [dict(name="noop", args={"n": n, "text": "é'\"%s\\"}, priority=n % 3 - 1,
+                    run_after=later if n % 2 else None, limit_key=f"k{n}" if n % 4 == 0 else None,
+                    concurrency=2 if n % 4 == 0 else None, time_limit=1.5 * n or None)
+               for n in range(9)]
+    made = tasks.insert_tasks(session, submits)
+    session.commit()
+    assert len({task.id for task in made}) == 9
+    rows = {row.id: row for row in session.scalars(select(Task))}
+    for task, given in zip(made, submits, strict=True):
+        row = rows[task.id]
+        assert (row.name, row.args, row.priority, row.limit_key, row.concurrency, row.time_limit) == (
+            given["name"], given["args"], given["priority"], given["limit_key"], given["concurrency"],
+            given["time_limit"])
+        assert (row.run_after == later) == bool(given["run_after"])
+        assert (row.status, row.attempts, row.cancel_requested) == ("queued", 0, False)
