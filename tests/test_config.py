@@ -26,6 +26,10 @@ def test_the_default_layout_follows_the_cpus_this_process_may_use(monkeypatch, c
     given = load_config({"WEB_WORKERS": "3", "WEB_THREADS": "6", "TASK_PROCESSES": "2",
                          "TASK_WORKERS": "5"})
     assert tuple(given[key] for key in keys) == (3, 6, 2, 5)
+    # A web process that only queues tasks for a MySQL server gets more request threads.
+    mysql = {"DATABASE_URL": "mysql+pymysql://root:@127.0.0.1/test"}
+    assert tuple(load_config(mysql)[key] for key in keys) == default_layout(cpus, mysql["DATABASE_URL"])
+    assert default_layout(cpus, mysql["DATABASE_URL"])[1] == (8 if cpus == 1 else 16)
     # Where no task runs in the server, it has no task processes either.
     assert load_config({"TASK_WORKERS": "0"})["TASK_PROCESSES"] == 0
     assert load_config({"TASK_EXECUTOR": "celery"})["TASK_PROCESSES"] == 0

@@ -63,7 +63,7 @@ def test_a_worker_is_warm_before_its_first_request(server):
 def test_the_machines_default_layout_serves_and_runs_tasks(migrated_db, tmp_path):
     from service.config import available_cpus, default_layout
 
-    web, threads, task_processes, task_workers = default_layout(available_cpus())
+    web, threads, task_processes, task_workers = default_layout(available_cpus(), migrated_db)
     server = Server(migrated_db, tmp_path / "defaults.log", machine_defaults=True,
                     TASK_POLL_INTERVAL=0.1).start()
     try:
