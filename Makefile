@@ -29,7 +29,7 @@ worker: migrate
 CELERY_POOL ?= threads
 CELERY_CONCURRENCY ?= 4
 celery-worker: migrate
-	$(BIN)/celery -A service.runner.celery_worker worker -P $(CELERY_POOL) -c $(CELERY_CONCURRENCY) \
+	$(BIN)/celery -A service.runner.celery worker -P $(CELERY_POOL) -c $(CELERY_CONCURRENCY) \
 	  --without-gossip --without-mingle --loglevel INFO
 
 test: install

@@ -135,10 +135,10 @@ class Worker(Process):
 
 
 class CeleryWorker(Process):
-    """celery -A service.runner.celery_worker worker, with the Celery tests' tasks (TASK_MODULES)."""
+    """celery -A service.runner.celery worker, with the Celery tests' tasks (TASK_MODULES)."""
 
     def __init__(self, db_url, log_path, broker, name="w1", pool="threads", concurrency=4, **env):
-        args = [sys.executable, "-m", "celery", "-A", "service.runner.celery_worker", "worker",
+        args = [sys.executable, "-m", "celery", "-A", "service.runner.celery", "worker",
                 "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
                 "--without-gossip", "--without-mingle",
                 "--loglevel", "INFO"]

@@ -1,12 +1,12 @@
 """The Celery executor: a broker carries task ids, the tasks table stays the record.
 
-This module is the Celery app and the publishing side: after a commit that
-queued tasks, CeleryExecutor publishes their ids; a publish that fails is left
-to a relay. The worker side (the one task, claiming, running, upkeep, the
-relay) is service.runner.celery_worker, which a worker loads with
-`celery -A service.runner.celery_worker worker`: publishing sends the task by
-its name, so this side never imports the worker side. There is no result
-backend and no Flask app context: the row is the result.
+This module is the Celery app (`celery -A service.runner.celery worker`) and
+the publishing side: after a commit that queued tasks, CeleryExecutor publishes
+their ids; a publish that fails is left to a relay. The worker side (the one
+task, claiming, running, upkeep, the relay) is service.runner.celery_worker,
+which Celery imports in a worker only (`include`), before its worker_init
+signal; publishing sends the task by its name. There is no result backend and
+no Flask app context: the row is the result.
 """
 import logging
 import os
@@ -29,7 +29,8 @@ RUN_TASKS = "service.run_tasks"  # the one Celery task: claim these ids and run 
 MESSAGE_BATCH = 16  # ids one message carries at most: tasks committed together, claimed together
 BROKER_CHECK_EVERY = 5.0  # seconds /readyz trusts its last look at the broker
 
-app = Celery("service")
+# Only a worker imports what `include` names: a publisher never loads the worker side.
+app = Celery("service", include=["service.runner.celery_worker"])
 app.conf.update(
     task_acks_late=True,  # a message is acknowledged after its task ran, not when received
     task_reject_on_worker_lost=True,  # and put back if the worker process died meanwhile
@@ -92,7 +93,7 @@ def publish(tasks):
         for queue, task_ids in by_queue.items():
             for start in range(0, len(task_ids), MESSAGE_BATCH):
                 app.send_task(RUN_TASKS, args=[task_ids[start:start + MESSAGE_BATCH]], queue=queue,
-                              producer=producer, retry=False)
+                              producer=producer, retry=False, ignore_result=True)
 
 
 def serve(queues):
