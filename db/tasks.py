@@ -236,8 +236,8 @@ _END = _fenced_update(status=_value("status"), finished_at=_value("finished_at")
 _RETRY = _fenced_update(status=QUEUED, owner=None, run_after=_value("run_after"),
                         error=_value("error"), traceback=_value("traceback"),
                         message=_value("message"), published_at=None)
-# A given-back attempt keeps its run_after: it goes back to its place in line.
-_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1, published_at=None)
+_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
+                          run_after=_value("run_after"), published_at=None)
 _PROGRESS = _fenced_update(progress=_value("progress"), message=_value("message"))
 
 
@@ -267,9 +267,14 @@ def retry_task(session, claim, owner, run_after, error, traceback=None):
                          traceback=traceback, message=message)
 
 
-def release_task(session, claim, owner):
-    """Give back an attempt that was cut short by shutdown; it does not count."""
-    return _write_fenced(session, _RELEASE, claim, owner)
+def release_task(session, claim, owner, started):
+    """Give back an attempt that shutdown cut short (started) or kept from starting; it does not count.
+
+    One that never started keeps its run_after, so its place in line; one that ran
+    is due from now, so its queue wait does not count the time it ran.
+    """
+    run_after = utcnow() if started else claim.run_after
+    return _write_fenced(session, _RELEASE, claim, owner, run_after=run_after)
 
 
 def save_progress(session, claim, owner, progress, message):

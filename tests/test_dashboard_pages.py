@@ -3,7 +3,8 @@ import datetime as dt
 
 import pytest
 
-from service.dashboard import chart, duration, safe_next
+from db.models import Task, utcnow
+from service.dashboard import chart, duration, safe_next, timings
 from tests.conftest import wait_for
 
 
@@ -73,6 +74,14 @@ def test_task_page_shows_timings_and_an_unknown_task_is_404(client):
     assert 'id="waited"' in page and 'id="ran"' in page and "data-final" in page
     missing = client.get("/dashboard/tasks/999999")
     assert missing.status_code == 404 and "There is no task 999999" in missing.get_data(as_text=True)
+
+
+def test_a_task_back_in_the_queue_shows_its_wait_so_far_and_no_run():
+    now = utcnow()
+    task = Task(status="queued", run_after=now - dt.timedelta(seconds=30),
+                started_at=now - dt.timedelta(seconds=20), finished_at=None)  # an earlier attempt's start
+    waited, ran = timings(task)
+    assert waited == pytest.approx(30, abs=2) and ran is None
 
 
 @pytest.mark.parametrize("seconds, text", [

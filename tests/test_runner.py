@@ -260,10 +260,14 @@ def test_a_task_given_back_at_shutdown_keeps_its_place_in_the_queue(database):
         [claim] = tasks.claim_tasks(s, "stopping", 1)
         assert claim.id == first_id
     with db.session_scope() as s:
-        assert tasks.release_task(s, claim, "stopping")
+        assert tasks.release_task(s, claim, "stopping", started=False)
     assert task_row(first_id).run_after == due  # not sent behind the tasks queued after it
     with db.session_scope() as s:
-        assert [c.id for c in tasks.claim_tasks(s, "next", 2)] == [first_id, second_id]
+        claims = tasks.claim_tasks(s, "next", 2)
+        assert [c.id for c in claims] == [first_id, second_id]
+    with db.session_scope() as s:  # one that ran when it was cut short is due from now
+        assert tasks.release_task(s, claims[0], "next", started=True)
+    assert task_row(first_id).run_after > due + dt.timedelta(seconds=0.5)
 
 
 def test_unknown_name_in_the_table_fails_without_running(database, runner):

@@ -53,8 +53,8 @@ def to_json(value):
 def timings(task, now):
     """(seconds waited in the queue, seconds run), each None where it does not apply.
 
-    started_at and the other times belong to the latest attempt: a task put back
-    in the queue gets a run_after later than its last start.
+    started_at and the other times belong to the latest attempt: a queued task's
+    started_at, if it has one, is an earlier attempt's.
     """
     started = task.started_at is not None and task.status != QUEUED and task.started_at >= task.run_after
     if started:

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from marshmallow import ValidationError
 
 from db import Session, queues, stats, tasks
-from db.models import FINISHED_STATES, STATES, utcnow
+from db.models import FINISHED_STATES, QUEUED, STATES, utcnow
 from service import auth
 from service.runner import registry
 from service.runner.scheduler import list_schedules
@@ -83,10 +83,10 @@ def timings(task):
     if task is None:
         return None, None
     now = utcnow()
-    waited = ((task.started_at or now) - task.run_after).total_seconds()
-    ran = None
-    if task.started_at is not None:
-        ran = ((task.finished_at or now) - task.started_at).total_seconds()
+    # A queued task's started_at is an earlier attempt's: it waits again, and runs not yet.
+    started = task.started_at if task.status != QUEUED else None
+    waited = ((started or now) - task.run_after).total_seconds()
+    ran = None if started is None else ((task.finished_at or now) - started).total_seconds()
     return max(0.0, waited), ran
 
 

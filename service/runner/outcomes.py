@@ -101,7 +101,7 @@ def released(attempts, owner):
     try:
         with session_scope() as session:
             for attempt in attempts:
-                count += tasks.release_task(session, attempt.claim, owner)
+                count += tasks.release_task(session, attempt.claim, owner, attempt.started is not None)
     except Exception:
         log.exception("could not requeue %d tasks; their leases will expire", len(attempts))
     return count
