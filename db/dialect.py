@@ -53,11 +53,9 @@ class Dialect:
         return postgresql.insert(table).on_conflict_do_nothing()
 
     def insert_returning_ids(self, connection, table, rows):
-        """Insert rows (dicts) into table at once; return their ids in row order
+        """Insert rows (dicts) into table in one call; return their ids in row order
         (the SQLAlchemy dialect must have insert_executemany_returning_sort_by_parameter_order)."""
-        [primary_key] = table.primary_key.columns
-        statement = insert(table).returning(primary_key, sort_by_parameter_order=True)
-        return connection.execute(statement, rows).scalars().all()
+        return connection.execute(_returning_insert(table), rows).scalars().all()
 
 
 class SQLite(Dialect):
@@ -124,7 +122,10 @@ class MySQL(Dialect):
     })
 
     def insert_returning_ids(self, connection, table, rows):
-        """MariaDB: one multi-row INSERT ... RETURNING, its SQL built once per row count."""
+        """MariaDB: one multi-row INSERT ... RETURNING, its SQL built once per row count
+        (written with %s placeholders: for a driver that takes others, the generic way)."""
+        if connection.dialect.paramstyle not in ("format", "pyformat"):
+            return super().insert_returning_ids(connection, table, rows)
         return multirow.insert_returning_ids(connection, table, rows)
 
     def restart_ids(self, session, tables):
@@ -154,6 +155,13 @@ class MySQL(Dialect):
                              "read_timeout": MYSQL_READ_TIMEOUT,
                              "write_timeout": MYSQL_WRITE_TIMEOUT},
         }
+
+
+@functools.cache
+def _returning_insert(table):
+    """table's INSERT returning its ids in the order of the rows given (built once)."""
+    [primary_key] = table.primary_key.columns
+    return insert(table).returning(primary_key, sort_by_parameter_order=True)
 
 
 DIALECTS = {"sqlite": SQLite(), "mysql": MySQL(), "mariadb": MySQL()}

@@ -134,11 +134,10 @@ def claim_tasks(session, owner, limit, queues=None):
 
 
 def forget_idle_keys(session, after, older_than, batch=500, now=None):
-    """Look at up to batch task_limits rows, in key order from past the key after (None: the
-    first); delete those made more than older_than ago whose key no queued or running task
-    has. Returns (how many went, the key to go on after, or None once the end was reached).
+    """Delete those of the next batch task_limits rows past key after that are older than
+    older_than and have no queued or running task; return (how many, where to go on or None).
 
-    A row only makes its key's claimers take turns (the running rows are the count), so
+    A row only makes its key's claimers take turns (the running rows are the count):
     one deleted just before a claim needs it is made again by that claim.
     """
     now = now or utcnow()

@@ -116,7 +116,7 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-def default_layout(cpus, database_url=DEFAULT_DATABASE_URL):
+def default_layout(cpus, url=DEFAULT_DATABASE_URL):
     """(web processes, request threads each, task processes, task workers each) for cpus CPUs.
 
     Up to 8 CPUs count. One CPU: one process serving requests with 8 threads and
@@ -140,7 +140,7 @@ def default_layout(cpus, database_url=DEFAULT_DATABASE_URL):
     if processes == 1:
         return 1, 8, 0, 4
     task_processes = processes // 2
-    threads = 8 if database_url.startswith("sqlite") else 16
+    threads = 8 if url.startswith("sqlite") else 16
     return processes - task_processes, threads, task_processes, 4
 
 
@@ -148,7 +148,7 @@ def server_processes(environ):
     """How many gunicorn workers environ asks for (web and task processes), read leniently and
     importing nothing (gunicorn_conf must know before prometheus-client is imported);
     load_config judges bad values."""
-    web, _, task_processes, _ = default_layout(available_cpus())
+    web, _, task_processes, _ = default_layout(available_cpus())  # (threads do not count here)
 
     def number(key, default):
         raw = (environ.get(key) or "").strip()

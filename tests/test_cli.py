@@ -339,7 +339,8 @@ def test_prune_deletes_concurrency_limit_keys_idle_as_long(tasks_cli, engine):
         connection.execute(insert(TaskLimit), [{"limit_key": f"user:{n}", "created_at": old}
                                                for n in range(1201)])
     assert ok(tasks_cli("prune", "--older-than", "7d")) == (
-        "deleted 0 tasks finished more than 7d ago, and 1201 concurrency-limit keys idle as long\n")
+        "deleted 0 tasks finished more than 7d ago, and 1201 concurrency-limit keys as old with no queued"
+        " or running task\n")
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(TaskLimit)) == 0
 

@@ -242,7 +242,6 @@ def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):
     session.commit()
 
 
-
 def limit_keys():
     with db.session_scope() as s:
         return sorted(s.scalars(select(TaskLimit.limit_key)))

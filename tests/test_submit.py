@@ -1,4 +1,5 @@
 """Transactional enqueue: a task exists if and only if the caller's writes commit; no Flask needed."""
+import datetime as dt
 import subprocess
 import sys
 import textwrap
@@ -6,7 +7,7 @@ import textwrap
 import pytest
 from sqlalchemy import select
 
-from db import session_scope, users
+from db import session_scope, tasks, users
 from db.models import Task, User
 from service.runner import submit
 from tests.conftest import ROOT, count_rows, wait_for
@@ -155,10 +156,6 @@ def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
 
 
 def test_rows_inserted_together_each_get_their_own_id_and_values(session):
-    import datetime as dt
-
-    from db import tasks
-
     later = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
     submits = [dict(name="noop", args={"n": n, "text": "é'\"%s\\"}, priority=n % 3 - 1,
                     run_after=later if n % 2 else None, limit_key=f"k{n}" if n % 4 == 0 else None,

@@ -233,7 +233,7 @@ def prune(older_than):
     margin = stats.ROLLUP_MARGIN
     kept = (f"; tasks finished in the last {span(margin.total_seconds())} stay until they are counted"
             if older_than < margin else "")
-    idle = f", and {keys} concurrency-limit keys idle as long" if keys else ""
+    idle = f", and {keys} concurrency-limit keys as old with no queued or running task" if keys else ""
     click.echo(f"deleted {deleted} tasks finished more than {span(older_than.total_seconds())} ago{idle}{kept}")
 
 

@@ -46,7 +46,8 @@ class Housekeeping:
             forgotten, self._keys_after = forget_idle_limit_keys(
                 dt.timedelta(seconds=retention), self._keys_after)
             if forgotten:
-                log.info("retention: deleted %d concurrency-limit keys idle for %gs", forgotten, retention)
+                log.info("retention: deleted %d concurrency-limit keys made more than %gs ago "
+                         "with no queued or running task", forgotten, retention)
         return pruned
 
 
