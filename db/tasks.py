@@ -1,8 +1,5 @@
-"""Data functions for the task queue; each takes a session and never ends its transaction.
-
-Every write to a running task is fenced by (owner, attempts): a runner that lost
-its lease, or a late thread, can never overwrite what a newer attempt recorded.
-"""
+"""Data functions for the task queue: submit, list, claim, cancel. Each takes a session and
+never ends its transaction; writes to a running attempt are db.fenced's."""
 import collections
 import dataclasses
 import datetime as dt
@@ -11,14 +8,13 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from db import stats
 from db.dialect import by_primary_key, dialect_of
+from db.fenced import new_value
 from db.models import (
     CANCELLED,
     DEFAULT_QUEUE,
-    FAILED,
     FINISHED_STATES,
     QUEUED,
     RUNNING,
-    SUCCEEDED,
     Task,
     TaskQueue,
     utcnow,
@@ -163,25 +159,6 @@ _table = Task.__table__
 _c = _table.c
 
 
-def _value(name):
-    """A bound parameter for a new value of column name."""
-    return bindparam(f"v_{name}", type_=_c[name].type)
-
-
-def _fenced_update(**values):
-    """UPDATE one attempt of a task, only while it is still running under this owner."""
-    return (
-        update(_table)
-        .where(
-            _c.id == bindparam("task_id"),
-            _c.owner == bindparam("fence_owner"),
-            _c.attempts == bindparam("fence_attempt"),
-            _c.status == RUNNING,
-        )
-        .values(**values)
-    )
-
-
 _INSERT = insert(_table)
 _CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
                   _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields
@@ -201,7 +178,7 @@ def _due(served):
             .with_for_update(skip_locked=True))
 
 
-_CLAIM_VALUES = dict(status=RUNNING, owner=_value("owner"), attempts=_c.attempts + 1,
+_CLAIM_VALUES = dict(status=RUNNING, owner=new_value("owner"), attempts=_c.attempts + 1,
                      started_at=bindparam("v_now", type_=_c.started_at.type),
                      heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
 _CLAIM = by_primary_key(
@@ -211,7 +188,7 @@ _CLAIM = by_primary_key(
 )
 _CLAIMED = (
     select(*_CLAIM_COLUMNS)
-    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == _value("owner"),
+    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == new_value("owner"),
            _c.status == RUNNING)
     .order_by(_c.priority.desc(), _c.run_after, _c.id)
 )
@@ -226,106 +203,6 @@ _CLAIMS = {  # served (a queues list given) -> its statements, built once
     )
     for served in (False, True)
 }
-
-
-_SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=_value("result"),
-                          finished_at=_value("finished_at"), error=None, traceback=None)
-_END = _fenced_update(status=_value("status"), finished_at=_value("finished_at"),
-                      error=_value("error"), traceback=_value("traceback"))
-# Back in the queue means not handed to any broker yet (published_at: the Celery relay).
-_RETRY = _fenced_update(status=QUEUED, owner=None, run_after=_value("run_after"),
-                        error=_value("error"), traceback=_value("traceback"),
-                        message=_value("message"), published_at=None)
-_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
-                          run_after=_value("run_after"), published_at=None)
-_PROGRESS = _fenced_update(progress=_value("progress"), message=_value("message"))
-
-
-def _write_fenced(session, statement, claim, owner, **values):
-    """Run a fenced UPDATE; True if the attempt was still ours."""
-    params = {"task_id": claim.id, "fence_owner": owner, "fence_attempt": claim.attempt}
-    params.update((f"v_{name}", value) for name, value in values.items())
-    # On the session's own connection and transaction, without the ORM's
-    # execute pipeline: this runs once per task, inside its write transaction.
-    return session.connection().execute(statement, params).rowcount == 1
-
-
-def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):
-    """Record how this attempt ended; return False if the task is no longer ours."""
-    assert status in FINISHED_STATES
-    if status == SUCCEEDED:
-        return _write_fenced(session, _SUCCEED, claim, owner, result=result,
-                             finished_at=utcnow())
-    return _write_fenced(session, _END, claim, owner, status=status, finished_at=utcnow(),
-                         error=error, traceback=traceback)
-
-
-def retry_task(session, claim, owner, run_after, error, traceback=None):
-    """Put this attempt back in the queue to run again at run_after."""
-    message = f"attempt {claim.attempt} of {claim.max_attempts} failed; retrying"
-    return _write_fenced(session, _RETRY, claim, owner, run_after=run_after, error=error,
-                         traceback=traceback, message=message)
-
-
-def release_task(session, claim, owner, started):
-    """Give back an attempt that shutdown cut short (started) or kept from starting; it does not count.
-
-    One that never started keeps its run_after, so its place in line; one that ran
-    is due from now, so its queue wait does not count the time it ran.
-    """
-    run_after = utcnow() if started else claim.run_after
-    return _write_fenced(session, _RELEASE, claim, owner, run_after=run_after)
-
-
-def save_progress(session, claim, owner, progress, message):
-    """Store a running attempt's progress."""
-    return _write_fenced(session, _PROGRESS, claim, owner, progress=progress, message=message)
-
-
-def heartbeat(session, owner, task_ids):
-    """Refresh the lease of these running tasks of owner."""
-    if not task_ids:
-        return 0
-    statement = by_primary_key(
-        update(Task)
-        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == RUNNING)
-        .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return session.execute(statement).rowcount
-
-
-def cancel_requested_ids(session, task_ids):
-    """Return which of these tasks have been asked to cancel."""
-    if not task_ids:
-        return set()
-    statement = select(Task.id).where(Task.id.in_(task_ids), Task.cancel_requested.is_(True))
-    return set(session.scalars(statement))
-
-
-def recover_expired(session, lease_seconds):
-    """Take back running tasks whose lease expired; return (requeued, failed)."""
-    now = utcnow()
-    expired = (Task.status == RUNNING, Task.heartbeat_at < now - dt.timedelta(seconds=lease_seconds))
-    # Find them with a plain read first, then update by primary key: an UPDATE
-    # that scans every running row would lock rows live workers are finishing.
-    ids = session.scalars(select(Task.id).where(*expired)).all()
-    if not ids:
-        return 0, 0
-    requeued = session.execute(by_primary_key(
-        update(Task)
-        .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)
-        .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued",
-                published_at=None)
-        .execution_options(synchronize_session=False)
-    )).rowcount
-    failed = session.execute(by_primary_key(
-        update(Task)
-        .where(Task.id.in_(ids), *expired, Task.attempts >= Task.max_attempts)
-        .values(status=FAILED, error="worker lost", finished_at=now)
-        .execution_options(synchronize_session=False)
-    )).rowcount
-    return requeued, failed
 
 
 CANCEL_DONE, CANCEL_REQUESTED, CANCEL_TOO_LATE = "cancelled", "requested", "too late"

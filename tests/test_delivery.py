@@ -3,7 +3,7 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from db import delivery, queues, tasks
+from db import delivery, fenced, queues, tasks
 from db.models import Task, utcnow
 
 
@@ -45,7 +45,7 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
     assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
     # Requeued by a retry: unpublished again, so the relay publishes it when due.
     claim = delivery.claim_tasks(session, [stale[0]], "host:1:a")[0]
-    tasks.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
+    fenced.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
     assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]
 

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 import db
-from db import limits, tasks
+from db import fenced, limits, tasks
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
 from service.runner import housekeeping, submit
 from service.runner.registry import TaskRegistry
@@ -76,7 +76,7 @@ def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
     assert [claim.id for claim in first] == ids[:2]
     assert limits.claim_tasks(session, "b", 8) == []
     session.commit()
-    assert tasks.finish_task(session, first[0], "a", "succeeded")
+    assert fenced.finish_task(session, first[0], "a", "succeeded")
     session.commit()
     assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == ids[2:3]
     session.commit()
@@ -140,7 +140,7 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
     session.commit()
     [claim] = delivery.claim_tasks(session, [ids[0]], "w")
     session.commit()
-    assert tasks.finish_task(session, claim, "w", "succeeded")
+    assert fenced.finish_task(session, claim, "w", "succeeded")
     session.commit()
     assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
 
@@ -154,7 +154,7 @@ def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     session.commit()
     assert limits.claim_tasks(session, "alive", 8) == []  # still counted while its row runs
     session.commit()
-    assert tasks.recover_expired(session, 30) == (2, 0)
+    assert fenced.recover_expired(session, 30) == (2, 0)
     session.commit()
     # Both slots free again: the one that waited (due first), then a requeued one (due now).
     assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == [ids[2], ids[0]]

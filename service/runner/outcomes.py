@@ -10,7 +10,7 @@ import logging
 import random
 import time
 
-from db import Session, session_scope, tasks
+from db import Session, fenced, session_scope
 from db.dialect import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
@@ -31,7 +31,7 @@ def succeeded(attempt, owner, result, around_commit):
         Session.rollback()
         log.warning("task %s returned after it was given up; result discarded", claim.id)
         return False
-    if not tasks.finish_task(Session, claim, owner, SUCCEEDED, result=result):
+    if not fenced.finish_task(Session, claim, owner, SUCCEEDED, result=result):
         Session.rollback()
         log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
         return False
@@ -44,7 +44,7 @@ def succeeded(attempt, owner, result, around_commit):
 def cancelled(attempt, owner):
     """The task stopped because it was asked to (its writes are rolled back already)."""
     claim = attempt.claim
-    if _record(attempt, "cancelled", lambda: tasks.finish_task(Session, claim, owner, CANCELLED)):
+    if _record(attempt, "cancelled", lambda: fenced.finish_task(Session, claim, owner, CANCELLED)):
         _counted(attempt, metrics.CANCELLED)
 
 
@@ -52,7 +52,7 @@ def failed(attempt, owner, message, tb):
     """The task failed for good."""
     claim = attempt.claim
     if _record(attempt, "failed",
-               lambda: tasks.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
+               lambda: fenced.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
         _counted(attempt, metrics.FAILED)
 
 
@@ -69,7 +69,7 @@ def retried_or_failed(attempt, owner, message, tb, config, delay=None):
                 claim.id, claim.name, claim.attempt, delay, message)
     run_after = utcnow() + dt.timedelta(seconds=delay)
     if _record(attempt, "retry",
-               lambda: tasks.retry_task(Session, claim, owner, run_after, message, tb)):
+               lambda: fenced.retry_task(Session, claim, owner, run_after, message, tb)):
         _counted(attempt, metrics.RETRIED)
 
 
@@ -79,7 +79,7 @@ def past_time_limit(attempt, owner):
     claim = attempt.claim
     with session_scope() as session:
         message = f"time limit of {claim.time_limit:g}s exceeded"
-        written = tasks.finish_task(session, claim, owner, FAILED, error=message)
+        written = fenced.finish_task(session, claim, owner, FAILED, error=message)
     if written:
         metrics.FAILED.labels(claim.name).inc()
     log.error("task %s (%s) exceeded its time limit; result will be discarded", claim.id, claim.name)
@@ -88,7 +88,7 @@ def past_time_limit(attempt, owner):
 def leases_lost(lease_seconds):
     """Take back running tasks whose heartbeat is older than the lease: requeue, or fail if spent."""
     with session_scope() as session:
-        requeued, failed_count = tasks.recover_expired(session, lease_seconds)
+        requeued, failed_count = fenced.recover_expired(session, lease_seconds)
     if requeued or failed_count:
         log.warning("recovered tasks of lost workers: %d requeued, %d failed ('worker lost')",
                     requeued, failed_count)
@@ -101,7 +101,7 @@ def released(attempts, owner):
     try:
         with session_scope() as session:
             for attempt in attempts:
-                count += tasks.release_task(session, attempt.claim, owner, attempt.started is not None)
+                count += fenced.release_task(session, attempt.claim, owner, attempt.started is not None)
     except Exception:
         log.exception("could not requeue %d tasks; their leases will expire", len(attempts))
     return count

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from db import runners, session_scope, tasks
+from db import fenced, runners, session_scope
 from service import metrics
 from service.runner import outcomes
 from service.runner.housekeeping import Housekeeping
@@ -60,7 +60,7 @@ class Upkeep:
         if pending:
             with session_scope() as session:
                 for claim, (percent, message) in pending:
-                    tasks.save_progress(session, claim, self.owner, percent, message)
+                    fenced.save_progress(session, claim, self.owner, percent, message)
 
     def beat(self):
         """Each heartbeat: leases, our record, cancel requests, lost leases, the tables.
@@ -71,10 +71,10 @@ class Upkeep:
         ids = [attempt.claim.id for attempt in mine]
         busy = sum(1 for attempt in mine if attempt.started is not None)
         with session_scope() as session:
-            tasks.heartbeat(session, self.owner, ids)
+            fenced.heartbeat(session, self.owner, ids)
             runners.record_runner(session, self.owner, socket.gethostname(), os.getpid(),
                                   self.config.workers, busy)
-            cancelled = tasks.cancel_requested_ids(session, ids)
+            cancelled = fenced.cancel_requested_ids(session, ids)
         for attempt in mine:
             if attempt.claim.id in cancelled:
                 attempt.ctx.cancel()
