@@ -130,17 +130,17 @@ def default_layout(cpus, url=DEFAULT_DATABASE_URL):
     tasks too), and one process doing both less still.
 
     A web process that only queues tasks gets 16 request threads on MySQL/MariaDB,
-    8 on SQLite: its requests mostly wait for their group's commit, a round trip
-    to the server away, and more of them at once make bigger groups (the article
-    route's tasks/s on MariaDB went from 0.74-0.88 of the seed pattern's to
-    0.93-0.98); on SQLite, whose one writer the task process needs too, 16 gained
-    nothing and doubled the p99.
+    12 on SQLite: its requests mostly wait for their group's commit, and more of
+    them at once make bigger groups (the article route's tasks/s against the seed
+    pattern's, 8 threads then more: MariaDB 0.74-0.88 to 0.93-0.98 with 16, SQLite
+    0.91-0.95 to 1.02-1.04 with 12); on SQLite, whose one writer the task process
+    needs too, 16 doubled the p99.
     """
     processes = max(1, min(cpus, 8))
     if processes == 1:
         return 1, 8, 0, 4
     task_processes = processes // 2
-    threads = 8 if url.startswith("sqlite") else 16
+    threads = 12 if url.startswith("sqlite") else 16
     return processes - task_processes, threads, task_processes, 4
 
 

@@ -15,8 +15,8 @@ def test_defaults_are_safe():
     assert config["TASK_MAX_QUEUED"] == 10_000
 
 
-@pytest.mark.parametrize("cpus, layout", [(1, (1, 8, 0, 4)), (2, (1, 8, 1, 4)), (3, (2, 8, 1, 4)),
-                                          (4, (2, 8, 2, 4)), (64, (4, 8, 4, 4))])
+@pytest.mark.parametrize("cpus, layout", [(1, (1, 8, 0, 4)), (2, (1, 12, 1, 4)), (3, (2, 12, 1, 4)),
+                                          (4, (2, 12, 2, 4)), (64, (4, 12, 4, 4))])
 def test_the_default_layout_follows_the_cpus_this_process_may_use(monkeypatch, cpus, layout):
     assert default_layout(cpus) == layout
     monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
@@ -74,7 +74,7 @@ def test_values_are_read_and_typed():
 
 @pytest.mark.parametrize("key, value", [
     ("PORT", "eighty"), ("TASK_WORKERS", "-1"), ("ALLOW_DB_RESET", "maybe"),
-    ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"), ("SEED_SYNC_SLOTS", "8"),
+    ("SEED_TASK_DELAY", "301"), ("TASK_LEASE", "0"), ("SEED_SYNC_SLOTS", "16"),
     ("TASK_RETENTION", "7x"), ("TASK_RETENTION", "99999999d"), ("TASK_RETENTION", "-1d"),
     ("LOG_FORMAT", "xml"), ("METRICS_PORT", "70000"), ("UNIQUE_WINDOW", "soon"),
     ("UNIQUE_WINDOW", "-5"), ("TASK_QUEUES", "emails,bad name"),
