@@ -8,8 +8,8 @@ import collections
 from sqlalchemy import func, select, update
 
 from db.dialect import by_primary_key
-from db.models import CANCELLED, FAILED, QUEUED, RUNNING, Task, utcnow
-from db.tasks import _matching
+from db.models import CANCELLED, FAILED, QUEUED, RESERVED, RUNNING, Task, utcnow
+from db.tasks import CANCEL_WAITING, _matching
 
 RETRYABLE = (FAILED, CANCELLED)
 
@@ -21,8 +21,8 @@ def _retryable(status=None, name=None):
 
 
 def _cancellable(status=None, name=None):
-    """The same for cancel candidates: queued tasks, and running ones not yet asked to stop."""
-    for each in [status] if status else (QUEUED, RUNNING):
+    """The same for cancel candidates: waiting tasks, and running ones not yet asked to stop."""
+    for each in [status] if status else (QUEUED, RESERVED, RUNNING):
         asked = (Task.cancel_requested.is_(False),) if each == RUNNING else ()
         yield (Task.status == each, *asked, *_matching(name=name))
 
@@ -70,7 +70,7 @@ def set_retry(session, task_id, retry_id):
 
 
 def cancellable_ids(session, status=None, name=None, limit=None):
-    """Ids of queued tasks, and running ones not yet asked to stop, that match a list filter."""
+    """Ids of queued and reserved tasks, and running ones not yet asked to stop, that match a list filter."""
     return _ids(session, _cancellable(status, name), limit)
 
 
@@ -80,22 +80,19 @@ def count_cancellable(session, status=None, name=None):
 
 
 def cancel_ids(session, ids):
-    """Cancel the queued ones among ids and ask the running ones to stop.
+    """Cancel the queued and reserved ones among ids and ask the running ones to stop.
 
     Returns ({name: tasks cancelled}, tasks asked to stop).
     """
     if not ids:
         return collections.Counter(), 0
-    queued = dict(session.execute(
-        select(Task.id, Task.name).where(Task.id.in_(ids), Task.status == QUEUED)).all())
-    changed = session.execute(by_primary_key(
-        update(Task).where(Task.id.in_(list(queued)), Task.status == QUEUED)
-        .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
-        .execution_options(synchronize_session=False))).rowcount if queued else 0
-    cancelled = collections.Counter(queued.values())
-    if changed != len(queued):  # some were claimed in between: count those that ended cancelled
+    waiting = dict(session.execute(
+        select(Task.id, Task.name).where(Task.id.in_(ids), Task.status.in_((QUEUED, RESERVED)))).all())
+    changed = session.execute(CANCEL_WAITING, {"ids": list(waiting), "now": utcnow()}).rowcount if waiting else 0
+    cancelled = collections.Counter(waiting.values())
+    if changed != len(waiting):  # some started in between: count those that ended cancelled
         cancelled = collections.Counter(session.scalars(
-            select(Task.name).where(Task.id.in_(list(queued)), Task.status == CANCELLED)))
+            select(Task.name).where(Task.id.in_(list(waiting)), Task.status == CANCELLED)))
     asked = session.execute(by_primary_key(
         update(Task).where(Task.id.in_(ids), Task.status == RUNNING,
                            Task.cancel_requested.is_(False))

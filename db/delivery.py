@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from db import limits
 from db.dialect import by_primary_key, dialect_of
-from db.models import QUEUED, RUNNING, Task, utcnow
+from db.models import QUEUED, RESERVED, Task, utcnow
 from db.tasks import _CLAIM_COLUMNS, _CLAIM_VALUES, _PAUSED, Claim
 
 _c = Task.__table__.c
@@ -24,15 +24,15 @@ _CLAIM_IDS = by_primary_key(
 )
 _CLAIMED_IDS = select(*_CLAIM_COLUMNS).where(
     _c.id.in_(bindparam("ids", expanding=True)), _c.owner == bindparam("v_owner"),
-    _c.status == RUNNING, _c.started_at == bindparam("v_now", type_=_c.started_at.type)
+    _c.status == RESERVED, _c.heartbeat_at == bindparam("v_now", type_=_c.heartbeat_at.type)
 ).order_by(_c.id)
 
 
 def claim_tasks(session, task_ids, owner):
-    """Mark those of task_ids that are queued, due, not in a paused queue and (if limited)
-    within their key's concurrency running for owner; return their Claims.
+    """Reserve for owner those of task_ids that are queued, due, not in a paused queue and
+    (if limited) within their key's concurrency; return their Claims.
 
-    The others (running, finished, not due, paused, at their limit, unknown) are
+    The others (reserved, running, finished, not due, paused, at their limit, unknown) are
     not ours to run: a duplicate or stray delivery claims nothing.
     """
     now = utcnow()

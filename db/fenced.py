@@ -1,4 +1,4 @@
-"""Writes to a running attempt of a task: its outcome, progress, lease and recovery.
+"""Writes to an attempt a runner holds: its start, outcome, progress, lease and recovery.
 
 Every write to one attempt is fenced by (owner, attempts): a runner that lost
 its lease, or a late thread, can never overwrite what a newer attempt recorded.
@@ -10,7 +10,8 @@ import datetime as dt
 from sqlalchemy import bindparam, select, update
 
 from db.dialect import by_primary_key
-from db.models import FAILED, FINISHED_STATES, QUEUED, RUNNING, SUCCEEDED, Task, utcnow
+from db.models import (FAILED, FINISHED_STATES, HELD_STATES, QUEUED, RESERVED, RUNNING, SUCCEEDED,
+                       Task, utcnow)
 
 _table = Task.__table__
 _c = _table.c
@@ -21,18 +22,19 @@ def new_value(name):
     return bindparam(f"v_{name}", type_=_c[name].type)
 
 
-def _fenced_update(**values):
-    """UPDATE one attempt of a task, only while it is still running under this owner."""
+def _fenced_update(statuses=(RUNNING,), **values):
+    """UPDATE one attempt of a task, only while this owner still holds it in one of statuses."""
     return (
         update(_table)
         .where(
             _c.id == bindparam("task_id"),
             _c.owner == bindparam("fence_owner"),
             _c.attempts == bindparam("fence_attempt"),
-            _c.status == RUNNING,
+            _c.status.in_(statuses) if len(statuses) > 1 else _c.status == statuses[0],
         )
         .values(**values)
     )
+
 
 
 _SUCCEED = _fenced_update(status=SUCCEEDED, progress=100, result=new_value("result"),
@@ -43,8 +45,10 @@ _END = _fenced_update(status=new_value("status"), finished_at=new_value("finishe
 _RETRY = _fenced_update(status=QUEUED, owner=None, run_after=new_value("run_after"),
                         error=new_value("error"), traceback=new_value("traceback"),
                         message=new_value("message"), published_at=None)
-_RELEASE = _fenced_update(status=QUEUED, owner=None, attempts=_c.attempts - 1,
+_RELEASE = _fenced_update(HELD_STATES, status=QUEUED, owner=None, attempts=_c.attempts - 1,
                           run_after=new_value("run_after"), published_at=None)
+_START = _fenced_update((RESERVED,), status=RUNNING, started_at=new_value("started_at"),
+                        heartbeat_at=new_value("started_at"))
 _PROGRESS = _fenced_update(progress=new_value("progress"), message=new_value("message"))
 
 
@@ -55,6 +59,12 @@ def _write_fenced(session, statement, claim, owner, **values):
     # On the session's own connection and transaction, without the ORM's
     # execute pipeline: this runs once per task, inside its write transaction.
     return session.connection().execute(statement, params).rowcount == 1
+
+
+def start_task(session, claim, owner):
+    """Mark a reserved attempt running from now; False if it is no longer ours (cancelled
+    while it waited, or its lease was taken back)."""
+    return _write_fenced(session, _START, claim, owner, started_at=utcnow())
 
 
 def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):
@@ -90,12 +100,12 @@ def save_progress(session, claim, owner, progress, message):
 
 
 def heartbeat(session, owner, task_ids):
-    """Refresh the lease of these running tasks of owner."""
+    """Refresh the lease of these reserved or running tasks of owner."""
     if not task_ids:
         return 0
     statement = by_primary_key(
         update(Task)
-        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == RUNNING)
+        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status.in_(HELD_STATES))
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -111,15 +121,28 @@ def cancel_requested_ids(session, task_ids):
 
 
 def recover_expired(session, lease_seconds):
-    """Take back running tasks whose lease expired; return (requeued, failed)."""
+    """Take back reserved and running tasks whose lease expired; return (requeued, failed).
+
+    A reserved one never started: it goes back to its place in line, its claim not
+    counted as an attempt. A running one is requeued, or failed if it was its last attempt.
+    """
     now = utcnow()
-    expired = (Task.status == RUNNING, Task.heartbeat_at < now - dt.timedelta(seconds=lease_seconds))
+    stale = Task.heartbeat_at < now - dt.timedelta(seconds=lease_seconds)
     # Find them with a plain read first, then update by primary key: an UPDATE
     # that scans every running row would lock rows live workers are finishing.
+    # One status per read: SQLite's partial indexes need the status said alone.
+    reserved = session.scalars(select(Task.id).where(Task.status == RESERVED, stale)).all()
+    unstarted = session.execute(by_primary_key(
+        update(Task)
+        .where(Task.id.in_(reserved), Task.status == RESERVED, stale)
+        .values(status=QUEUED, owner=None, attempts=Task.attempts - 1, published_at=None)
+        .execution_options(synchronize_session=False)
+    )).rowcount if reserved else 0
+    expired = (Task.status == RUNNING, stale)
     ids = session.scalars(select(Task.id).where(*expired)).all()
     if not ids:
-        return 0, 0
-    requeued = session.execute(by_primary_key(
+        return unstarted, 0
+    requeued = unstarted + session.execute(by_primary_key(
         update(Task)
         .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)
         .values(status=QUEUED, owner=None, run_after=now, message="worker lost; requeued",

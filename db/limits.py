@@ -2,10 +2,10 @@
 
 A limited task carries its key and its limit (tasks.limit_key, tasks.concurrency).
 The plain claim leaves such tasks alone; claim_limited takes, per key, the first
-due ones up to the key's free slots, counted from its running rows. Claimers of
+due ones up to the key's free slots, counted from its reserved and running rows. Claimers of
 one key take turns: each first writes the key's task_limits row, which locks it
 on MySQL and takes the write lock on SQLite, and only then counts. Nothing but
-the running rows holds a slot, so a slot held by a process that died frees when
+the reserved and running rows holds a slot, so a slot held by a process that died frees when
 lease recovery requeues its task.
 """
 import time
@@ -13,7 +13,7 @@ import time
 from sqlalchemy import bindparam, delete, func, select, update
 
 from db.dialect import dialect_of
-from db.models import QUEUED, RUNNING, Task, TaskLimit, utcnow
+from db.models import HELD_STATES, QUEUED, RESERVED, UNFINISHED_STATES, Task, TaskLimit, utcnow
 from db.tasks import _CLAIM, _CLAIM_COLUMNS, _PAUSED, Claim
 from db import tasks
 
@@ -21,9 +21,9 @@ _table = Task.__table__
 _c = _table.c
 _running = _table.alias("running")
 
-# Running tasks per limit key (ix_tasks_limit: status, limit_key).
+# Slots taken per limit key: its reserved and running tasks (ix_tasks_limit: status, limit_key).
 RUNNING_PER_KEY = (select(_running.c.limit_key, func.count().label("running"))
-                   .where(_running.c.status == RUNNING, _running.c.limit_key.is_not(None))
+                   .where(_running.c.status.in_(HELD_STATES), _running.c.limit_key.is_not(None))
                    .group_by(_running.c.limit_key))
 
 
@@ -86,16 +86,16 @@ _STATEMENTS = {(served, given): _statements(served, given)
                for served in (False, True) for given in (False, True)}
 _CLAIMED = (select(*_CLAIM_COLUMNS)
             .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == bindparam("v_owner"),
-                   _c.status == RUNNING, _c.started_at == bindparam("v_now", type_=_c.started_at.type))
+                   _c.status == RESERVED, _c.heartbeat_at == bindparam("v_now", type_=_c.heartbeat_at.type))
             .order_by(_c.priority.desc(), _c.run_after, _c.id))
 _UNCLAIM = (update(_table)
             .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == bindparam("v_owner"),
-                   _c.status == RUNNING)
+                   _c.status == RESERVED)
             .values(status=QUEUED, owner=None, attempts=_c.attempts - 1))
 
 
 def claim_limited(session, owner, limit, queues=None, task_ids=None):
-    """Mark up to limit due queued limited tasks running for owner, none beyond its key's
+    """Reserve up to limit due queued limited tasks for owner, none beyond its key's
     concurrency; return their Claims in claim order. queues: only those (all if None);
     task_ids: only those (a broker's deliveries)."""
     now = utcnow()
@@ -135,9 +135,9 @@ def claim_tasks(session, owner, limit, queues=None):
 
 def forget_idle_keys(session, after, older_than, batch=500, now=None):
     """Delete those of the next batch task_limits rows past key after that are older than
-    older_than and have no queued or running task; return (how many, where to go on or None).
+    older_than and have no unfinished task; return (how many, where to go on or None).
 
-    A row only makes its key's claimers take turns (the running rows are the count):
+    A row only makes its key's claimers take turns (the reserved and running rows are the count):
     one deleted just before a claim needs it is made again by that claim.
     """
     now = now or utcnow()
@@ -147,7 +147,7 @@ def forget_idle_keys(session, after, older_than, batch=500, now=None):
     rows = session.execute(query).all()
     old = [row.limit_key for row in rows if row.created_at < now - older_than]
     in_use = set(session.scalars(  # ix_tasks_limit: status, limit_key
-        select(_c.limit_key).where(_c.status.in_((QUEUED, RUNNING)), _c.limit_key.in_(old))
+        select(_c.limit_key).where(_c.status.in_(UNFINISHED_STATES), _c.limit_key.in_(old))
         .distinct())) if old else set()
     idle = [key for key in old if key not in in_use]
     if idle:

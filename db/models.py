@@ -35,15 +35,19 @@ Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # collation ignores case: "aB" and "Ab" would be one idempotency key there).
 ExactKey = String(200).with_variant(mysql.VARCHAR(200, collation="utf8mb4_bin"), "mysql", "mariadb")
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+# reserved: claimed ahead by a task process, waiting for one of its workers (not running yet).
+QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
+    "reserved",
     "running",
     "succeeded",
     "failed",
     "cancelled",
 )
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+STATES = (QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED)
+UNFINISHED_STATES = (QUEUED, RESERVED, RUNNING)
+HELD_STATES = (RESERVED, RUNNING)  # a task process holds it: owner and lease are set
 DEFAULT_QUEUE = "default"
 
 # Ids are INTEGER columns: MySQL's signed INT holds up to 2**31 - 1 (SQLite more).
@@ -84,7 +88,7 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            "status IN ('queued', 'reserved', 'running', 'succeeded', 'failed', 'cancelled')",
             name="status",
         ),
         # The claim query: queued rows in claim order (highest priority, then due
@@ -104,11 +108,11 @@ class Task(Base):
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.
         Index("ix_tasks_finished_at", "finished_at"),
-        # SQLite only (MySQL's status index serves these): running rows for lease
+        # SQLite only (MySQL's status index serves these): reserved and running rows for lease
         # recovery and counts, failed and cancelled rows for their lists, without
         # a scan of the table. Few rows are ever in them.
         *(sqlite_only(Index(f"ix_tasks_{status}", "id", sqlite_where=text(f"status = '{status}'")))
-          for status in (RUNNING, FAILED, CANCELLED)),
+          for status in (RESERVED, RUNNING, FAILED, CANCELLED)),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, case, delete, func, select, true, update
 
 from db import runners
 from db.dialect import dialect_of
-from db.models import (FINISHED_STATES, QUEUED, RUNNING, STATES, Task, TaskMinute, TaskRollup,
-                       TaskTotal, utcnow)
+from db.models import (FINISHED_STATES, HELD_STATES, QUEUED, STATES, UNFINISHED_STATES, Task,
+                       TaskMinute, TaskRollup, TaskTotal, utcnow)
 
 # A finish is stamped before its transaction commits (after up to SQLite's 30 s
 # busy wait): roll up only minutes that every such commit has surely reached.
@@ -63,7 +63,7 @@ _IN_MINUTE = (select(Task.status, func.count())
               .where(Task.finished_at >= bindparam("start"), Task.finished_at < bindparam("end"),
                      _FINISHED_STATES)
               .group_by(Task.status))
-_RUNNING_NAMES = select(Task.name).where(Task.status == RUNNING)
+_HELD_NAMES = {status: select(Task.name).where(Task.status == status) for status in HELD_STATES}
 _DUE = Task.run_after <= bindparam("now")
 _QUEUE_DEPTH = (select(func.count(), func.sum(case((_DUE, 1), else_=0)),
                        func.min(case((_DUE, Task.run_after))))
@@ -77,7 +77,7 @@ def _by_status_and_name(status, named):
 
 
 _COUNTS = {(status, named): _by_status_and_name(status, named)
-           for status in (QUEUED, RUNNING) for named in (False, True)}
+           for status in UNFINISHED_STATES for named in (False, True)}
 
 
 def finished_counts(session):
@@ -90,25 +90,26 @@ def finished_counts(session):
 
 
 def unfinished_counts(session, name=None):
-    """Counter {(name, status): n} of queued and running tasks (bounded by the backlog)."""
+    """Counter {(name, status): n} of queued, reserved and running tasks (bounded by the backlog)."""
     named = {"name": name} if name is not None else {}
     queued = _read(session, _COUNTS[QUEUED, bool(named)], named)
     counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
-    if dialect_of(session).count_running_by_reading:
-        # Running rows are few (workers and their prefetch): read their names and count them
-        # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
-        counts.update((row_name, RUNNING) for row_name in _read(session, _RUNNING_NAMES).scalars()
-                      if name is None or row_name == name)
-        return counts
-    running = _read(session, _COUNTS[RUNNING, bool(named)], named)
-    counts.update({(row_name, status): n for status, row_name, n in running})
+    for status in HELD_STATES:
+        if dialect_of(session).count_running_by_reading:
+            # Held rows are few (workers and their prefetch): read their names and count them
+            # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
+            counts.update((row_name, status) for row_name in _read(session, _HELD_NAMES[status]).scalars()
+                          if name is None or row_name == name)
+        else:
+            held = _read(session, _COUNTS[status, bool(named)], named)
+            counts.update({(row_name, row_status): n for row_status, row_name, n in held})
     return counts
 
 
 def count_tasks(session, status=None, name=None):
     """How many tasks match a list filter, without counting a million rows."""
-    counts = collections.Counter() if status in (QUEUED, RUNNING) else finished_counts(session)
-    if status in (None, QUEUED, RUNNING):
+    counts = collections.Counter() if status in UNFINISHED_STATES else finished_counts(session)
+    if status is None or status in UNFINISHED_STATES:
         counts.update(unfinished_counts(session, name))
     return sum(n for (row_name, row_status), n in counts.items()
                if (status is None or row_status == status) and (name is None or row_name == name))

@@ -4,7 +4,7 @@ import collections
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 
 from db import stats
 from db.dialect import by_primary_key, dialect_of
@@ -14,7 +14,9 @@ from db.models import (
     DEFAULT_QUEUE,
     FINISHED_STATES,
     QUEUED,
+    RESERVED,
     RUNNING,
+    UNFINISHED_STATES,
     Task,
     TaskQueue,
     utcnow,
@@ -111,14 +113,17 @@ def count_queued(session):
 
 
 def count_unfinished(session):
-    """Return how many tasks are queued or running."""
+    """Return how many tasks are queued, reserved or running."""
     return session.scalar(
-        select(func.count()).select_from(Task).where(Task.status.in_((QUEUED, RUNNING)))
+        select(func.count()).select_from(Task).where(Task.status.in_(UNFINISHED_STATES))
     )
 
 
 def claim_tasks(session, owner, limit, queues=None):
-    """Mark up to limit due queued tasks running for owner; return their Claims.
+    """Reserve up to limit due queued tasks for owner; return their Claims.
+
+    A reserved task waits for one of owner's workers; it is running only once
+    fenced.start_task marks it so.
 
     Highest priority first, then the earliest due, then the oldest; only from
     queues (all if None) and never from a paused one; never a task under a
@@ -178,9 +183,9 @@ def _due(served):
             .with_for_update(skip_locked=True))
 
 
-_CLAIM_VALUES = dict(status=RUNNING, owner=new_value("owner"), attempts=_c.attempts + 1,
-                     started_at=bindparam("v_now", type_=_c.started_at.type),
-                     heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+# The lease starts at the claim; started_at waits for a worker (fenced.start_task).
+_CLAIM_VALUES = dict(status=RESERVED, owner=new_value("owner"), attempts=_c.attempts + 1,
+                     started_at=None, heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
 _CLAIM = by_primary_key(
     update(_table)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
@@ -189,7 +194,7 @@ _CLAIM = by_primary_key(
 _CLAIMED = (
     select(*_CLAIM_COLUMNS)
     .where(_c.id.in_(bindparam("ids", expanding=True)), _c.owner == new_value("owner"),
-           _c.status == RUNNING)
+           _c.status == RESERVED)
     .order_by(_c.priority.desc(), _c.run_after, _c.id)
 )
 ClaimStatements = collections.namedtuple("ClaimStatements", "due_rows returning")
@@ -209,19 +214,13 @@ CANCEL_DONE, CANCEL_REQUESTED, CANCEL_TOO_LATE = "cancelled", "requested", "too 
 
 
 def request_cancel(session, task_id):
-    """Cancel a queued task or flag a running one.
+    """Cancel a queued or reserved task or flag a running one.
 
     Returns CANCEL_DONE, CANCEL_REQUESTED (the running task will see it),
     CANCEL_TOO_LATE (already finished) or None for an unknown id.
     """
     for _ in range(5):
-        cancelled = session.execute(
-            update(Task)
-            .where(Task.id == task_id, Task.status == QUEUED)
-            .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if cancelled:
+        if session.execute(CANCEL_WAITING, {"ids": [task_id], "now": utcnow()}).rowcount:
             return CANCEL_DONE
         flagged = session.execute(
             update(Task)
@@ -236,5 +235,17 @@ def request_cancel(session, task_id):
             return None
         if status in FINISHED_STATES:
             return CANCEL_TOO_LATE
-        # It moved between queued and running while we looked; look again.
+        # It moved between queued, reserved and running while we looked; look again.
     return CANCEL_TOO_LATE
+
+
+# Cancel tasks that have not started: queued, or reserved (its process's worker then finds
+# it cancelled and skips it; the claim that reserved it was no attempt).
+CANCEL_WAITING = by_primary_key(
+    update(_table)
+    .where(_c.id.in_(bindparam("ids", expanding=True)), _c.status.in_((QUEUED, RESERVED)))
+    # attempts first: MySQL evaluates SET left to right, and the CASE must see the old status.
+    .ordered_values((_c.attempts, case((_c.status == RESERVED, _c.attempts - 1), else_=_c.attempts)),
+                    (_c.status, CANCELLED), (_c.cancel_requested, True),
+                    (_c.finished_at, bindparam("now", type_=_c.finished_at.type)))
+)

@@ -18,7 +18,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.core import GaugeMetricFamily
 
 from db import session_scope, stats
-from db.models import QUEUED, utcnow
+from db.models import QUEUED, RESERVED, RUNNING, utcnow
 from service.tokens import token_matches
 
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -64,12 +64,15 @@ class TableCollector:
         with session_scope() as session:
             counts = stats.unfinished_counts(session)
             _, due, oldest = stats.queue_depth(session)
-        queued = GaugeMetricFamily("tasks_queued", "Tasks waiting to run, due or not", labels=["name"])
-        running = GaugeMetricFamily("tasks_running", "Tasks running now", labels=["name"])
+        gauges = {
+            QUEUED: GaugeMetricFamily("tasks_queued", "Tasks waiting to run, due or not", labels=["name"]),
+            RESERVED: GaugeMetricFamily("tasks_reserved", "Tasks claimed ahead by a task process, "
+                                        "waiting for one of its workers", labels=["name"]),
+            RUNNING: GaugeMetricFamily("tasks_running", "Tasks a worker is running now", labels=["name"]),
+        }
         for (name, status), n in sorted(counts.items()):
-            (queued if status == QUEUED else running).add_metric([name], n)
-        yield queued
-        yield running
+            gauges[status].add_metric([name], n)
+        yield from gauges.values()
         yield GaugeMetricFamily("tasks_due", "Queued tasks due to run now", value=due)
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily("tasks_oldest_due_age_seconds",

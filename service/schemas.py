@@ -3,7 +3,7 @@ import datetime as dt
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from db.models import MAX_ID, QUEUED, RUNNING, STATES
+from db.models import MAX_ID, STATES, UNFINISHED_STATES
 from db.bulk import RETRYABLE
 
 MAX_TASK_DELAY = 30 * 24 * 3600  # a task can be put off by at most 30 days
@@ -153,8 +153,8 @@ class RetryIn(BulkIn):
 
 
 class CancelIn(BulkIn):
-    status = fields.String(validate=validate.OneOf((QUEUED, RUNNING)),
-                           metadata={"description": "queued or running; both if absent"})
+    status = fields.String(validate=validate.OneOf(UNFINISHED_STATES),
+                           metadata={"description": "queued, reserved or running; all if absent"})
 
 
 class BulkOut(Schema):
@@ -176,6 +176,7 @@ class RunnerOut(Schema):
 
 class StatusCounts(Schema):
     queued = fields.Integer(required=True)
+    reserved = fields.Integer(required=True, metadata={"description": "claimed ahead by a task process, not started"})
     running = fields.Integer(required=True)
     succeeded = fields.Integer(required=True)
     failed = fields.Integer(required=True)

@@ -22,7 +22,8 @@ def celery_report(ctx):
     """What the worker process has loaded and holds: Flask? connections checked out?
 
     The fewest seen within two seconds: the upkeep and relay threads check one out
-    for a moment several times a second, a leaked one stays out the whole time.
+    for a moment several times a second, a leaked one stays out the whole time (as
+    does the one this task's worker thread holds while it runs).
     """
     pool, deadline = get_engine().pool, time.monotonic() + 2
     checked_out = pool.checkedout()

@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from db import Session, session_scope, users
 from db.models import Task, User
-from service.runner import RetryTask, task
+from service.runner import RetryTask, TaskCancelled, TimeLimitExceeded, task
 
 
 class NoArgs(Schema):
@@ -175,3 +175,22 @@ def per_customer(ctx, seconds, customer):
     mark_slot(ctx, "start")
     time.sleep(seconds)
     mark_slot(ctx, "end")
+
+
+STOPS = {}  # task id -> (what ctx said, the exception seen) for "tells_apart"
+
+
+@task("tells_apart", schema=Seconds, max_attempts=1)
+def tells_apart(ctx, seconds, name):
+    """Sleep; on a stop, note whether it was a cancel or the time limit, and stop."""
+    try:
+        ctx.sleep(seconds)
+    except TaskCancelled as stop:
+        STOPS[ctx.task_id] = ("time limit" if ctx.timed_out else "cancel", type(stop).__name__)
+        raise
+
+
+@task("out_of_time_again", schema=Seconds, max_attempts=3, retry_on=(TimeLimitExceeded,))
+def out_of_time_again(ctx, seconds, name):
+    """Sleep past its time limit: retried, since its retry_on names TimeLimitExceeded."""
+    ctx.sleep(seconds)

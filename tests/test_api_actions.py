@@ -119,7 +119,8 @@ def test_stats_count_what_the_table_holds_and_list_the_runner(client):
     wait_status(client, ok, "succeeded")
     wait_for(lambda: client.get("/api/stats").get_json()["runners"], message="the runner's record")
     body = client.get("/api/stats").get_json()
-    assert body["statuses"] == {"queued": 1, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 0}
+    assert body["statuses"] == {"queued": 1, "reserved": 0, "running": 0, "succeeded": 1, "failed": 1,
+                                 "cancelled": 0}
     names = {row["name"]: row for row in body["names"]}
     assert names["noop"]["queued"] == 1 and names["noop"]["succeeded"] == 1
     assert names["fail_always"]["failed"] == 1

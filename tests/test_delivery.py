@@ -45,6 +45,7 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
     assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
     # Requeued by a retry: unpublished again, so the relay publishes it when due.
     claim = delivery.claim_tasks(session, [stale[0]], "host:1:a")[0]
+    assert fenced.start_task(session, claim, "host:1:a")
     fenced.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
     assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]

@@ -74,13 +74,14 @@ def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
     first = limits.claim_tasks(session, "a", 8)
     session.commit()
     assert [claim.id for claim in first] == ids[:2]
-    assert limits.claim_tasks(session, "b", 8) == []
+    assert limits.claim_tasks(session, "b", 8) == []  # both slots are held while reserved
     session.commit()
+    assert fenced.start_task(session, first[0], "a")
     assert fenced.finish_task(session, first[0], "a", "succeeded")
     session.commit()
     assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == ids[2:3]
     session.commit()
-    assert count_rows(Task, Task.status == "running") == 2
+    assert count_rows(Task, Task.status == "reserved") == 2
 
 
 @pytest.mark.parametrize("one, other", [("acme", "bolt"), ("Ann", "ann")])  # case counts, on MySQL too
@@ -140,6 +141,7 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
     session.commit()
     [claim] = delivery.claim_tasks(session, [ids[0]], "w")
     session.commit()
+    assert fenced.start_task(session, claim, "w")
     assert fenced.finish_task(session, claim, "w", "succeeded")
     session.commit()
     assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
@@ -147,7 +149,8 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
 
 def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     ids = enqueue(session, "limited", 3)
-    limits.claim_tasks(session, "dead", 8)
+    for claim in limits.claim_tasks(session, "dead", 8):
+        assert fenced.start_task(session, claim, "dead")
     session.commit()
     session.execute(update(Task).where(Task.status == "running")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
@@ -158,6 +161,22 @@ def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     session.commit()
     # Both slots free again: the one that waited (due first), then a requeued one (due now).
     assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == [ids[2], ids[0]]
+
+
+def test_a_slot_reserved_past_its_lease_frees_and_the_task_keeps_its_place(session):
+    ids = enqueue(session, "limited", 3)
+    limits.claim_tasks(session, "dead", 8)  # reserved, never started
+    session.commit()
+    session.execute(update(Task).where(Task.status == "reserved")
+                    .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+    session.commit()
+    assert limits.claim_tasks(session, "alive", 8) == []  # a reserved row holds its slot
+    session.commit()
+    assert fenced.recover_expired(session, 30) == (2, 0)
+    session.commit()
+    rows = session.scalars(select(Task).where(Task.id.in_(ids[:2]))).all()
+    assert {(row.status, row.attempts, row.owner) for row in rows} == {("queued", 0, None)}
+    assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == ids[:2]
     session.commit()
 
 

@@ -310,10 +310,11 @@ def test_work_is_picked_up_by_wake_ups_not_by_polling(make_runner):
 def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
     runner = make_runner(workers=2, prefetch=1)
     ids = [enqueue(runner, "sleepy", {"seconds": 60}) for _ in range(6)]
-    wait_for(lambda: count_rows(Task, Task.status == "running") == 3, message="3 claimed")
+    wait_for(lambda: count_rows(Task, Task.status.in_(("running", "reserved"))) == 3, message="3 claimed")
     beat = task_row(ids[0]).heartbeat_at
     wait_for(lambda: task_row(ids[0]).heartbeat_at > beat, message="a dispatcher round")
-    assert count_rows(Task, Task.status == "running") == 3  # 2 busy workers + 1 prefetched
+    assert count_rows(Task, Task.status == "running") == 2  # 2 busy workers
+    assert count_rows(Task, Task.status == "reserved") == 1  # + 1 prefetched, not running
     assert count_rows(Task, Task.status == "queued") == 3
     for task_id in ids:
         tasks.request_cancel(session, task_id)

@@ -129,7 +129,7 @@ def test_two_processes_rolling_up_at_once_count_each_task_once(database):
 
 def test_prune_deletes_only_old_finished_tasks_in_batches_and_keeps_counts_exact(session):
     start_rollup_at(session, NOW - dt.timedelta(days=10))
-    add_tasks(session, 1500, spread=dt.timedelta(days=9))
+    add_tasks(session, 3000, spread=dt.timedelta(days=9))
     old_unfinished = tasks.insert_task(session, "alpha", {}).id
     session.execute(update(Task).where(Task.id == old_unfinished)
                     .values(created_at=NOW - dt.timedelta(days=9)))

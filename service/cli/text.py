@@ -2,7 +2,7 @@
 import datetime as dt
 import json
 
-from db.models import FINISHED_STATES, QUEUED, RUNNING, STATES
+from db.models import FINISHED_STATES, QUEUED, RESERVED, RUNNING, STATES
 
 
 def stamp(value, precise=False):
@@ -54,9 +54,10 @@ def timings(task, now):
     """(seconds waited in the queue, seconds run), each None where it does not apply.
 
     started_at and the other times belong to the latest attempt: a queued task's
-    started_at, if it has one, is an earlier attempt's.
+    started_at, if it has one, is an earlier attempt's; a reserved one has not started.
     """
-    started = task.started_at is not None and task.status != QUEUED and task.started_at >= task.run_after
+    waiting = task.status in (QUEUED, RESERVED)
+    started = task.started_at is not None and not waiting and task.started_at >= task.run_after
     if started:
         return ((task.started_at - task.run_after).total_seconds(),
                 ((task.finished_at or now) - task.started_at).total_seconds())
@@ -70,7 +71,7 @@ def task_lines(task, now):
     if waited is None and task.status == QUEUED:
         waited_text = f"not due yet (due in {span((task.run_after - now).total_seconds())})"
     else:
-        waited_text = "-" if waited is None else span(waited) + (" so far" if task.status == QUEUED else "")
+        waited_text = "-" if waited is None else span(waited) + (" so far" if task.status in (QUEUED, RESERVED) else "")
     fields = [
         ("id", task.id), ("name", task.name), ("status", task.status),
         ("queue", task.queue), ("priority", task.priority),

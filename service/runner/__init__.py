@@ -1,7 +1,7 @@
 """The task system: submit, execute, record. Imports no Flask."""
 from db.keys import KeyReused
 from service.runner.config import RunnerConfig
-from service.runner.context import RetryTask, TaskCancelled, TaskContext
+from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded
 from service.runner.submit import QueueFull, enqueue
 from service.runner.executor import Executor
 from service.runner.registry import InvalidArguments, UnknownTask, registry, task
@@ -15,6 +15,7 @@ __all__ = [
     "RunnerConfig",
     "TaskCancelled",
     "TaskContext",
+    "TimeLimitExceeded",
     "UnknownTask",
     "enqueue",
     "make_executor",

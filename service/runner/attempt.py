@@ -2,14 +2,13 @@
 import contextlib
 import json
 import logging
-import time
 import traceback
 
 from db import Session
 from db.dialect import is_transient
 from service import logs, metrics
 from service.runner import outcomes
-from service.runner.context import RetryTask, TaskCancelled, TaskContext
+from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded
 from service.runner.registry import InvalidArguments, UnknownTask, registry
 
 log = logging.getLogger(__name__)
@@ -20,8 +19,8 @@ class Attempt:
 
     def __init__(self, claim):
         self.claim = claim
-        self.ctx = TaskContext(claim.id, claim.attempt, claim.max_attempts)
-        self.started = None  # time.monotonic() when the function was called
+        self.ctx = TaskContext(claim.id, claim.attempt, claim.max_attempts, claim.time_limit)
+        self.started = None  # time.monotonic() when it was marked running
         self.abandoned = False  # its outcome was recorded elsewhere; discard its own
         if claim.cancel_requested:
             self.ctx.cancel()
@@ -33,14 +32,20 @@ class Attempt:
 
 
 def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
-    """Run the task function and commit its writes together with its outcome.
+    """Mark the reserved task running, run its function and commit its writes with its outcome.
 
     The task's own writes and its final status share one transaction on the
     thread's registry Session, so a crash anywhere before commit undoes both;
-    Session.remove() runs after every attempt, on every path.
+    Session.remove() runs after every attempt, on every path. A task cancelled
+    while it waited (or whose lease was taken back) does not run at all.
     around_commit(session) wraps that commit (the thread pool claims more work in it).
     """
     claim = attempt.claim
+    try:
+        if not outcomes.started(attempt, owner):
+            return
+    finally:
+        Session.remove()  # the task's own unit starts afresh (a held connection idle since is checked)
     metrics.observe_start(claim.name, claim.run_after)
     logged = logs.running(claim, owner)
     spec = None
@@ -48,10 +53,12 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
         spec = registry.get(claim.name)
         attempt.ctx.raise_if_cancelled()
         args = spec.load_args(claim.args)
-        attempt.started = time.monotonic()
         result = spec.fn(attempt.ctx, **args)
         json.dumps(result)  # a result must be storable; TypeError fails the task
         outcomes.succeeded(attempt, owner, result, around_commit)
+    except TimeLimitExceeded as error:
+        Session.rollback()
+        outcomes.timed_out(attempt, owner, str(error), traceback.format_exc(), config)
     except TaskCancelled:
         Session.rollback()
         outcomes.cancelled(attempt, owner)

@@ -1,7 +1,7 @@
-"""Every way an attempt ends, in one place: the row's fenced update, the metric, the log line.
+"""Every way an attempt starts and ends, in one place: the row's fenced update, the metric, the log line.
 
-succeeded, cancelled, failed, retried (put back with backoff), past its time
-limit, lost with its lease, released at shutdown. Both executors end attempts
+started (reserved -> running), succeeded, cancelled, failed, retried (put back
+with backoff), past its time limit, lost with its lease, released at shutdown. Both executors end attempts
 only through these functions. Each write is fenced by (owner, attempt): one
 that finds the task no longer ours changes nothing and counts nothing.
 """
@@ -14,10 +14,23 @@ from db import Session, fenced, session_scope
 from db.dialect import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
+from service.runner.context import TimeLimitExceeded
+from service.runner.registry import UnknownTask, registry
 
 log = logging.getLogger(__name__)
 
 RECORD_TRIES = 5  # attempts to write an outcome before leaving it to lease expiry
+
+
+def started(attempt, owner):
+    """Mark a reserved attempt running and commit; False if it must not run (cancelled while it
+    waited, its lease taken back, or the write kept failing: then its lease expires)."""
+    claim = attempt.claim
+    if _record(attempt, "running", lambda: fenced.start_task(Session, claim, owner)):
+        attempt.started = time.monotonic()
+        return True
+    log.info("task %s was cancelled or taken back before it started", claim.id)
+    return False
 
 
 def succeeded(attempt, owner, result, around_commit):
@@ -73,15 +86,31 @@ def retried_or_failed(attempt, owner, message, tb, config, delay=None):
         _counted(attempt, metrics.RETRIED)
 
 
-def past_time_limit(attempt, owner):
-    """Fail a task that ignored its time limit past the grace; whatever it returns later is discarded."""
+def timed_out(attempt, owner, message, tb, config):
+    """The task stopped at its time limit: failed, or retried where its retry_on says so."""
+    if _retries_time_limit(attempt.claim.name):
+        retried_or_failed(attempt, owner, message, tb, config)
+        return
+    log.error("task %s (%s) failed: %s", attempt.claim.id, attempt.claim.name, message)
+    failed(attempt, owner, message, tb)
+
+
+def past_time_limit(attempt, owner, config):
+    """End a task that ignored its time limit past the grace (failed, or retried where its
+    retry_on says so); whatever it returns later is discarded."""
     attempt.abandoned = True
     claim = attempt.claim
+    message = f"time limit of {claim.time_limit:g}s exceeded"
+    again = _retries_time_limit(claim.name) and claim.attempt < claim.max_attempts
     with session_scope() as session:
-        message = f"time limit of {claim.time_limit:g}s exceeded"
-        written = fenced.finish_task(session, claim, owner, FAILED, error=message)
+        if again:
+            run_after = utcnow() + dt.timedelta(seconds=backoff_seconds(
+                claim.attempt, config.retry_base, config.retry_cap))
+            written = fenced.retry_task(session, claim, owner, run_after, message)
+        else:
+            written = fenced.finish_task(session, claim, owner, FAILED, error=message)
     if written:
-        metrics.FAILED.labels(claim.name).inc()
+        metrics.by_name(metrics.RETRIED if again else metrics.FAILED, claim.name).inc()
     log.error("task %s (%s) exceeded its time limit; result will be discarded", claim.id, claim.name)
 
 
@@ -111,6 +140,14 @@ def backoff_seconds(attempt, base, cap):
     """Exponential backoff with jitter: between half and all of min(cap, base * 2**(attempt-1))."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _retries_time_limit(name):
+    """True when the task's retry_on names TimeLimitExceeded (or a base of it)."""
+    try:
+        return issubclass(TimeLimitExceeded, registry.get(name).retry_on or ())
+    except UnknownTask:
+        return False
 
 
 def _counted(attempt, counter):

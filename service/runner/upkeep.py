@@ -46,9 +46,9 @@ class Upkeep:
         for attempt in self.attempts():
             if attempt.abandoned or not attempt.past_time_limit(now):
                 continue
-            attempt.ctx.cancel()
+            attempt.ctx.time_out()
             if attempt.past_time_limit(now, self.config.time_limit_grace):
-                outcomes.past_time_limit(attempt, self.owner)
+                outcomes.past_time_limit(attempt, self.owner, self.config)
 
     def save_progress(self):
         """Write the progress that tasks reported since the last tick."""

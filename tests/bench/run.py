@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select
 
 import db
 from db import users
-from db.models import QUEUED, RUNNING, SUCCEEDED, Task, utcnow
+from db.models import SUCCEEDED, UNFINISHED_STATES, Task, utcnow
 from db.reset import reset_database_and_commit
 from tests.bench import article, celery_race, watch
 from tests.bench.big import bench_big, report_rows
@@ -67,8 +67,8 @@ def wait_drained(expected, timeout=600, interval=0.02):
         by_status = count_by_status()
         if by_status.get(SUCCEEDED, 0) >= expected:
             return time.perf_counter()
-        ended = sum(by_status.values()) >= expected and not (
-            by_status.get(QUEUED) or by_status.get(RUNNING))
+        ended = sum(by_status.values()) >= expected and not any(
+            by_status.get(status) for status in UNFINISHED_STATES)
         if ended or time.perf_counter() > deadline:
             raise RuntimeError(f"expected {expected} succeeded tasks, found {by_status}")
         time.sleep(interval)

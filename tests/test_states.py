@@ -1,0 +1,112 @@
+"""States mean what they say: reserved is not running, a time limit is a failure."""
+import datetime as dt
+
+from sqlalchemy import update
+
+import db
+from db import fenced, tasks
+from db.models import RunnerRecord, Task, utcnow
+from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
+from tests.conftest import count_rows, wait_for
+from tests.sample_tasks import STOPS
+from tests.test_runner import enqueue, task_row, wait_finished, wait_status
+
+
+def submit(client, task_name, **args):
+    response = client.post("/api/tasks", json={"name": task_name, "args": args})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def metric(client, line_start):
+    """The value of the first /metrics line that starts with line_start."""
+    lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(line_start)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_a_task_claimed_ahead_is_reserved_not_running_and_cancels_at_once(make_app):
+    client = make_app(TASK_WORKERS=1, TASK_PREFETCH=2).test_client()
+    first, second, third = (submit(client, "sleepy", seconds=60, name=f"s{n}") for n in range(3))
+    wait_for(lambda: count_rows(Task, Task.status == "reserved") == 2, message="two reserved")
+    running = client.get(f"/api/tasks/{first}").get_json()
+    assert running["status"] == "running" and running["started_at"] is not None
+    for waiting in (second, third):
+        body = client.get(f"/api/tasks/{waiting}").get_json()
+        assert (body["status"], body["started_at"]) == ("reserved", None)
+    statuses = client.get("/api/stats").get_json()["statuses"]
+    assert (statuses["running"], statuses["reserved"], statuses["queued"]) == (1, 2, 0)
+    assert metric(client, 'tasks_running{name="sleepy"}') == 1
+    assert metric(client, 'tasks_reserved{name="sleepy"}') == 2
+    wait_for(lambda: count_rows(RunnerRecord, RunnerRecord.busy == 1), message="the runner's record")
+    # A reserved task is cancelled at once (200, not "asked to stop"), and was no attempt.
+    response = client.post(f"/api/tasks/{second}/cancel")
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    row = task_row(second)
+    assert (row.status, row.attempts, row.started_at) == ("cancelled", 0, None)
+    # The running one stops; only then does the last one start, and its start is that moment.
+    assert client.post(f"/api/tasks/{first}/cancel").status_code == 202
+    stopped = wait_status(first, "cancelled")
+    started = wait_status(third, "running")
+    assert started.started_at >= stopped.finished_at
+    assert wait_status(second, "cancelled").attempts == 0  # its worker skipped it, nothing ran
+    client.post(f"/api/tasks/{third}/cancel")
+    wait_status(third, "cancelled")
+    assert count_rows(Task, Task.name == "sleepy", Task.attempts == 1) == 2
+
+
+def test_a_reserved_task_of_a_lost_process_goes_back_to_its_place_in_line(database, session):
+    ids = [tasks.insert_task(session, "noop", {}).id for _ in range(3)]
+    session.commit()
+    claims = tasks.claim_tasks(session, "lost:1:a", 2)
+    session.commit()
+    assert [claim.id for claim in claims] == ids[:2]
+    due_before = task_row(ids[0]).run_after
+    session.execute(update(Task).where(Task.status == "reserved")
+                    .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+    session.commit()
+    assert fenced.recover_expired(session, 30) == (2, 0)
+    session.commit()
+    row = task_row(ids[0])
+    assert (row.status, row.owner, row.attempts, row.run_after) == ("queued", None, 0, due_before)
+    assert not fenced.start_task(session, claims[0], "lost:1:a")  # the lost process cannot start it
+    assert [claim.id for claim in tasks.claim_tasks(session, "alive:1:b", 3)] == ids
+
+
+def test_a_task_stopped_by_its_time_limit_fails_saying_so(runner):
+    task_id = enqueue(runner, "sleepy", {"seconds": 20, "name": "late"}, time_limit=0.3)
+    row = wait_finished([task_id])[task_id]
+    assert (row.status, row.error, row.attempts) == ("failed", "time limit of 0.3s exceeded", 1)
+    assert "TimeLimitExceeded" in row.traceback
+
+
+def test_a_time_limit_is_retried_only_where_the_task_asks(runner):
+    task_id = enqueue(runner, "out_of_time_again", {"seconds": 20, "name": "x"}, time_limit=0.2)
+    row = wait_finished([task_id])[task_id]
+    assert (row.status, row.error, row.attempts) == ("failed", "time limit of 0.2s exceeded", 3)
+
+
+def test_a_task_tells_a_cancel_from_its_time_limit(runner, session):
+    timed = enqueue(runner, "tells_apart", {"seconds": 20, "name": "t"}, time_limit=0.2)
+    cancelled = enqueue(runner, "tells_apart", {"seconds": 20, "name": "c"})
+    wait_status(cancelled, "running")
+    tasks.request_cancel(session, cancelled)
+    session.commit()
+    rows = wait_finished([timed, cancelled])
+    assert (rows[timed].status, rows[cancelled].status) == ("failed", "cancelled")
+    assert rows[cancelled].error is None
+    assert STOPS[timed] == ("time limit", "TimeLimitExceeded")
+    assert STOPS[cancelled] == ("cancel", "TaskCancelled")
+
+
+def test_a_context_says_why_it_stops():
+    timed, cancelled = TaskContext(1, 1, 1, time_limit=2.5), TaskContext(2, 1, 1)
+    timed.time_out()
+    cancelled.cancel()
+    assert (timed.timed_out, timed.cancelled, cancelled.timed_out, cancelled.cancelled) == (
+        True, False, False, True)
+    for ctx, kind in ((timed, TimeLimitExceeded), (cancelled, TaskCancelled)):
+        try:
+            ctx.sleep(5)
+        except TaskCancelled as stop:
+            assert type(stop) is kind
+    assert str(TimeLimitExceeded("x")) == "x" and issubclass(TimeLimitExceeded, TaskCancelled)
