@@ -1,9 +1,13 @@
-"""Named queues: which are paused, and how many tasks wait or run in each."""
+"""Named queues: which are paused, and how many tasks wait, are reserved or run in each.
+
+A queue exists while it is configured or declared by a task (the caller passes
+those names), holds unfinished tasks, or has a record (it was paused or resumed).
+"""
 import collections
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from db.models import QUEUED, RUNNING, Task, TaskQueue, utcnow
+from db.models import QUEUED, RESERVED, RUNNING, UNFINISHED_STATES, Task, TaskQueue, utcnow
 
 
 def set_paused(session, name, paused):
@@ -21,14 +25,43 @@ def paused_queues(session):
     return set(session.scalars(select(TaskQueue.name).where(TaskQueue.paused.is_(True))))
 
 
-def list_queues(session, known=()):
-    """Every queue known (registered, ever paused, or holding tasks) as dicts, by name."""
-    states = {row.name: row for row in session.scalars(select(TaskQueue))}
+def _unfinished_per_queue(session):
     counts = collections.Counter()
-    for status in (QUEUED, RUNNING):  # one status per query: SQLite's partial indexes need it said so
+    for status in UNFINISHED_STATES:  # one status per query: SQLite's partial indexes need it said so
         counts.update({(queue, status): n for queue, n in session.execute(
             select(Task.queue, func.count()).where(Task.status == status).group_by(Task.queue))})
+    return counts
+
+
+def list_queues(session, known=()):
+    """Every queue that exists (known: configured or declared) as dicts, by name."""
+    states = {row.name: row for row in session.scalars(select(TaskQueue))}
+    counts = _unfinished_per_queue(session)
     names = sorted(set(known) | set(states) | {queue for queue, _ in counts})
     return [{"name": name, "paused": bool(states[name].paused) if name in states else False,
              "changed_at": states[name].changed_at if name in states else None,
-             "queued": counts[(name, QUEUED)], "running": counts[(name, RUNNING)]} for name in names]
+             "queued": counts[(name, QUEUED)], "reserved": counts[(name, RESERVED)],
+             "running": counts[(name, RUNNING)]} for name in names]
+
+
+def queue_exists(session, name, known=()):
+    """True when name is known (configured or declared), has a record or holds unfinished tasks."""
+    if name in known or session.get(TaskQueue, name) is not None:
+        return True
+    return session.scalar(select(Task.id).where(Task.queue == name, Task.status.in_(UNFINISHED_STATES))
+                          .limit(1)) is not None
+
+
+REMOVED, NO_RECORD, IN_USE = "removed", "no record", "in use"
+
+
+def remove_queue(session, name):
+    """Delete the record of a queue that holds no unfinished task: REMOVED, NO_RECORD or IN_USE."""
+    if session.get(TaskQueue, name) is None:
+        return NO_RECORD
+    busy = session.scalar(select(Task.id).where(Task.queue == name, Task.status.in_(UNFINISHED_STATES))
+                          .limit(1))
+    if busy is not None:
+        return IN_USE
+    session.execute(delete(TaskQueue).where(TaskQueue.name == name).execution_options(synchronize_session=False))
+    return REMOVED

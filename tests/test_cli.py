@@ -367,11 +367,11 @@ def test_stats_counts_statuses_names_the_queue_the_last_hour_and_runners(tasks_c
         session.commit()
     set_task(engine, due, run_after=now - dt.timedelta(seconds=75))
     lines = ok(tasks_cli("stats")).splitlines()
-    assert lines[0] == "tasks: 3 queued, 0 running, 0 succeeded, 0 failed, 1 cancelled"
+    assert lines[0] == "tasks: 3 queued, 0 reserved, 0 running, 0 succeeded, 0 failed, 1 cancelled"
     assert lines[1].startswith("queue: 3 queued, 2 due, the oldest due for 1m 1")
     assert lines[2] == "finished in the last hour: 1 (0 succeeded, 0 failed, 1 cancelled)"
     names = {line.split()[0]: line.split()[1:] for line in lines if line.startswith(("create_user", "noop"))}
-    assert names == {"create_user": ["2", "0", "0", "0", "1"], "noop": ["1", "0", "0", "0", "0"]}
+    assert names == {"create_user": ["2", "0", "0", "0", "0", "1"], "noop": ["1", "0", "0", "0", "0", "0"]}
     assert "runners: 2 (1 lost; lost means no heartbeat for 30s)" in lines
     states = {line.split()[0]: line.split()[-1] for line in lines if line.startswith(("alive:", "gone:"))}
     assert states == {"alive:1:aaaa": "alive", "gone:2:bbbb": "LOST"}
@@ -500,6 +500,19 @@ def test_queues_are_listed_paused_and_resumed_from_the_command_line(tasks_cli, u
         assert connection.execute(text("SELECT name, paused FROM task_queues")).all() == [("mail", True)]
     assert "queue mail resumed" in ok(tasks_cli("resume", "mail"))
     assert json.loads(ok(tasks_cli("queues", "--json")))[1]["paused"] is False
+
+
+def test_a_typo_makes_no_queue_and_a_stray_record_can_be_removed_from_the_command_line(tasks_cli, url, engine):
+    assert "no queue named 'typoqueue'; queues: default, mail" in refused(tasks_cli("pause", "typoqueue"))
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM task_queues")).scalar() == 0
+        connection.execute(text("INSERT INTO task_queues (name, paused, changed_at) "
+                                "VALUES ('old', 1, '2026-01-01 00:00:00')"))
+    assert "declared by a task or configured" in refused(tasks_cli("remove-queue", "mail"))
+    assert "queue old removed" in ok(tasks_cli("remove-queue", "old"))
+    assert "no record of a queue named 'old'" in refused(tasks_cli("remove-queue", "old"))
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM task_queues")).scalar() == 0
 
 
 def test_a_bad_queue_name_or_priority_is_refused_before_the_database(tasks_cli, url, engine):

@@ -60,7 +60,7 @@ def test_a_higher_priority_claimed_later_overtakes_the_claimed_ones_still_waitin
     wait_for(lambda: count_rows(Task, Task.id == busy, Task.status == "running"), message="the busy task")
     low = [submit.enqueue(session, "ranked", {"rank": 0}).id for _ in range(3)]
     session.commit()
-    wait_for(lambda: count_rows(Task, Task.id.in_(low), Task.status == "running") == 3,
+    wait_for(lambda: count_rows(Task, Task.id.in_(low), Task.status == "reserved") == 3,
              message="the low ones to be claimed")
     high = submit.enqueue(session, "ranked", {"rank": 5}, priority=5).id
     session.commit()
@@ -155,11 +155,12 @@ def test_a_bad_priority_is_a_422_naming_the_field_and_writes_nothing(client, pri
 
 def test_queues_are_listed_paused_and_resumed_through_the_api(make_app):
     # No runner, so the counts stay put (a stopped one starts again at the next request).
-    client = make_app(TASK_WORKERS=0).test_client()
+    client = make_app(TASK_WORKERS=0, TASK_QUEUES=("default", "mail", "reports")).test_client()
     for _ in range(3):
         client.post("/api/tasks", json={"name": "mail", "args": {}})
     listed = {q["name"]: q for q in client.get("/api/queues").json}
-    assert listed["mail"] == {"name": "mail", "paused": False, "changed_at": None, "queued": 3, "running": 0}
+    assert listed["mail"] == {"name": "mail", "paused": False, "changed_at": None, "queued": 3,
+                              "reserved": 0, "running": 0}
     assert listed["default"]["queued"] == 0
     paused = client.post("/api/queues/mail/pause")
     assert paused.status_code == 200 and paused.json["paused"] is True and paused.json["changed_at"]
@@ -167,10 +168,36 @@ def test_queues_are_listed_paused_and_resumed_through_the_api(make_app):
     assert count_rows(TaskQueue, TaskQueue.paused.is_(True)) == 1
     assert client.post("/api/queues/mail/resume").json["paused"] is False
     assert count_rows(TaskQueue, TaskQueue.paused.is_(True)) == 0
-    # A queue no task uses yet can be paused ahead of time.
+    # A configured queue no task uses yet can be paused ahead of time.
     ahead = client.post("/api/queues/reports/pause").json
     assert (ahead["name"], ahead["paused"], ahead["queued"]) == ("reports", True, 0)
     assert "reports" in [q["name"] for q in client.get("/api/queues").json]
+
+
+def test_a_typo_makes_no_queue_and_a_stray_record_can_be_removed(make_app):
+    client = make_app(TASK_WORKERS=0).test_client()
+    for action in ("pause", "resume"):
+        answer = client.post(f"/api/queues/nosuch/{action}")
+        assert answer.status_code == 404 and "queues: default, mail" in answer.json["message"]
+    assert count_rows(TaskQueue) == 0
+    assert "nosuch" not in [q["name"] for q in client.get("/api/queues").json]
+    # A record no task declares any more (an old deploy's queue): listed, pausable, removable.
+    with db.session_scope() as session:
+        queues.set_paused(session, "old", True)
+    assert "old" in [q["name"] for q in client.get("/api/queues").json]
+    assert client.post("/api/queues/old/resume").status_code == 200
+    assert client.delete("/api/queues/old").status_code == 204
+    assert count_rows(TaskQueue) == 0
+    assert client.delete("/api/queues/old").status_code == 404
+    assert client.post("/api/queues/old/pause").status_code == 404
+    # A declared queue, or one holding tasks, keeps its record.
+    client.post("/api/queues/mail/pause")
+    assert client.delete("/api/queues/mail").status_code == 409
+    with db.session_scope() as session:
+        queues.set_paused(session, "busy", False)
+        session.add(Task(name="noop", args={}, queue="busy"))
+    assert client.delete("/api/queues/busy").json["code"] == 409
+    assert count_rows(TaskQueue) == 2
 
 
 @pytest.mark.parametrize("path", ["/api/queues/no%20spaces/pause", "/api/queues/a%2Fb/resume",

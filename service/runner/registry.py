@@ -135,9 +135,9 @@ class TaskRegistry:
         """The specs of the tasks that recur, by name."""
         return [self._specs[name] for name in self.names() if self._specs[name].schedule]
 
-    def queues(self):
-        """The queues registered tasks wait in, sorted."""
-        return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE})
+    def queues(self, served=None):
+        """The queues registered tasks wait in, and those served (TASK_QUEUES), sorted."""
+        return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE} | set(served or ()))
 
 
 LIMIT_KEY_LENGTH = 200  # tasks.limit_key
