@@ -1,10 +1,12 @@
 """Access control: bearer tokens for the API and /metrics, a signed session for the dashboard.
 
 With API_TOKENS unset every route is open (the server then listens on
-loopback only, see check_listening). With it set, /api/*, /dashboard and
-/metrics need `Authorization: Bearer <token>` or the dashboard's session
-cookie; a request that rides on the cookie and changes something must also
-carry the session's CSRF token, so another site cannot make the browser act.
+loopback only, see check_listening). With it set, every route needs
+`Authorization: Bearer <token>` or the dashboard's session cookie, except the
+probes (/healthz, /readyz), the sign-in page, static files and the redirect
+at /, which hold no task or user data; a request that rides on the cookie and changes something
+must also carry the session's CSRF token, so another site cannot make the
+browser act.
 """
 import hmac
 import secrets
@@ -14,8 +16,9 @@ from flask import current_app, has_request_context, redirect, request, session, 
 from service.errors import error_response
 from service.tokens import require_secret, token_matches
 
-PROTECTED = ("/api/", "/dashboard", "/metrics")
-OPEN = ("/dashboard/signin", "/dashboard/static/")
+# Open with API_TOKENS set: they hold no task or user data ("/" only redirects to the dashboard).
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/dashboard/signin", "/favicon.ico"})
+OPEN_PREFIXES = ("/dashboard/static/", "/docs/assets/")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -38,8 +41,7 @@ def bearer_token():
 
 def require_token(tokens):
     """before_request: let through open routes, valid tokens and signed-in sessions (with CSRF)."""
-    path = request.path
-    if not path.startswith(PROTECTED) or path.startswith(OPEN):
+    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return None
     given = bearer_token()
     if given is not None:
@@ -54,11 +56,16 @@ def require_token(tokens):
 
 
 def refuse(reason):
-    """401 in JSON for the API and /metrics; the sign-in page for the dashboard."""
-    if request.path.startswith("/dashboard") and request.method in SAFE_METHODS:
+    """401 in JSON for the API, the article's routes and /metrics; the sign-in page for pages."""
+    if _is_page(request.path) and request.method in SAFE_METHODS:
         return redirect(url_for("dashboard.sign_in", next=request.full_path.rstrip("?")))
     return error_response(401, f"authentication required: {reason}; send Authorization: Bearer <token>",
                           headers={"WWW-Authenticate": 'Bearer realm="tasks"'})
+
+
+def _is_page(path):
+    """A page a person opens in a browser (not the API, /user/*, /metrics or /openapi.json)."""
+    return path in ("/", "/docs") or path.startswith("/dashboard")
 
 
 def csrf_token():

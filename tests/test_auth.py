@@ -60,10 +60,11 @@ def test_any_listed_token_opens_the_api(client):
     assert count_rows(Task) == 2
 
 
-def test_health_readiness_and_the_document_stay_open(client):
+def test_health_and_readiness_stay_open_and_the_document_needs_a_token(client):
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    document = client.get("/openapi.json").get_json()
+    assert client.get("/openapi.json").status_code == 401  # it lists every task and its arguments
+    document = client.get("/openapi.json", headers=bearer(TOKENS[0])).get_json()
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert document["paths"]["/api/tasks"]["post"]["security"] == [{"bearer": []}]
     assert "401" in document["paths"]["/api/tasks"]["post"]["responses"]
@@ -161,3 +162,52 @@ def test_gunicorn_refuses_to_start_open_on_a_reachable_host_in_one_line(tmp_path
     assert finished.returncode != 0
     lines = finished.stderr.strip().splitlines()
     assert len(lines) == 1 and "API_TOKENS" in lines[0], finished.stderr
+
+
+# What answers without a token: the probes, the sign-in page and static files (no task or user data).
+OPEN_ROUTES = {"/", "/healthz", "/readyz", "/dashboard/signin", "/dashboard/static/<path:filename>",
+               "/docs/assets/<path:filename>", "/favicon.ico"}
+SAMPLE_VALUES = {"id": "1", "string": "default", "path": "dashboard.css", "int": "1", "default": "x"}
+
+
+def sample_url(rule):
+    """The rule's path with a plausible value for each variable."""
+    def fill(match):
+        converter = (match.group(1) or "default").split("(")[0]
+        return SAMPLE_VALUES.get(converter, "x")
+    return re.sub(r"<(?:([^:>]+):)?[^>]+>", fill, rule.rule)
+
+
+def test_every_route_but_the_probes_sign_in_and_static_files_needs_a_token(make_app):
+    from db.models import User
+
+    app = make_app(API_TOKENS=TOKENS, SECRET_KEY="test-secret", ALLOW_DB_RESET=True)
+    client = app.test_client()
+    client.post("/api/tasks", json={"name": "noop"}, headers=bearer(TOKENS[0]))  # something to read
+    rules = list(app.url_map.iter_rules())
+    assert {rule.rule for rule in rules} >= OPEN_ROUTES | {"/user/initdb", "/user/thread", "/metrics"}
+    answered = []
+    for rule in rules:
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            url = sample_url(rule)
+            response = client.open(url, method=method, json={} if method != "GET" else None)
+            refused = response.status_code == 401 or (
+                response.status_code == 302 and "/dashboard/signin" in response.headers["Location"])
+            if not refused:
+                answered.append((method, rule.rule))
+    assert sorted(rule for _, rule in answered if rule not in OPEN_ROUTES) == []
+    assert ("GET", "/healthz") in answered and ("GET", "/dashboard/signin") in answered
+    assert count_rows(Task) == 1 and count_rows(User) == 0  # the walk wrote nothing, dropped nothing
+
+
+def test_the_article_routes_need_a_token_and_initdb_also_the_reset_switch(make_app):
+    from db.models import User
+
+    client = make_app(API_TOKENS=TOKENS, SECRET_KEY="test-secret").test_client()
+    for route in ("/user/thread", "/user/thread_pool", "/user/add", "/user/initdb"):
+        response = client.get(route)
+        assert response.status_code == 401 and response.get_json()["code"] == 401, route
+    assert count_rows(Task) == 0 and count_rows(User) == 0
+    assert client.get("/user/thread", headers=bearer(TOKENS[0])).status_code == 200
+    assert client.get("/user/initdb", headers=bearer(TOKENS[0])).status_code == 403  # no ALLOW_DB_RESET
+    assert count_rows(Task) == 1
