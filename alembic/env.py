@@ -4,9 +4,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from db.dialect import dialect_named
 from db.models import Base
 from db.session import ensure_sqlite_file
-from service.config import database_url
+from service.config import check_database_url, database_url, refuse_in_one_line
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -16,8 +17,10 @@ target_metadata = Base.metadata
 
 
 def url():
-    """The URL set by a caller (tests) or else the service's DATABASE_URL."""
-    return config.get_main_option("sqlalchemy.url") or database_url()
+    """The URL set by a caller (tests) or else the service's DATABASE_URL, checked as the
+    service checks it (a bad one is one line, not a driver's traceback)."""
+    with refuse_in_one_line("migrating"):
+        return check_database_url(config.get_main_option("sqlalchemy.url") or database_url())
 
 
 def include_object(obj, name, type_, reflected, compare_to):
@@ -53,7 +56,9 @@ def run_migrations_online():
     if target.get_backend_name() == "sqlite":
         ensure_sqlite_file(target)
     engine = create_engine(target, poolclass=pool.NullPool)
-    with engine.connect() as connection:
+    # Processes that migrate at once (make run and make worker each do) take turns: the
+    # lock is taken before alembic reads the version, so a later one finds head and stops.
+    with engine.connect() as connection, dialect_named(engine.dialect.name).migration_lock(connection):
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True, compare_type=True, include_object=include_object)
         with context.begin_transaction():

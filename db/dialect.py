@@ -5,7 +5,9 @@ says how its database claims rows, which hints its statements need, which
 errors are worth another attempt and how its engine is set up. Everything
 else in db/ asks `dialect_of(session)` instead of testing a name.
 """
+import contextlib
 import functools
+import hashlib
 import os
 
 from sqlalchemy import event, insert, text
@@ -19,6 +21,11 @@ MYSQL_POOL_RECYCLE = 3600  # well under MySQL's default wait_timeout (8 h)
 MYSQL_CONNECT_TIMEOUT = 10  # seconds
 MYSQL_WRITE_TIMEOUT = 30  # seconds to send one request
 MYSQL_READ_TIMEOUT = 600  # seconds to wait for one answer: the longest query a task may run
+MIGRATION_LOCK_TIMEOUT = 600  # seconds a migration waits for another process's to finish
+
+
+class MigrationLockTimeout(RuntimeError):
+    """Another process held the migration lock for longer than MIGRATION_LOCK_TIMEOUT."""
 
 
 class Dialect:
@@ -56,6 +63,12 @@ class Dialect:
         """Insert rows (dicts) into table in one call; return their ids in row order
         (the SQLAlchemy dialect must have insert_executemany_returning_sort_by_parameter_order)."""
         return connection.execute(_returning_insert(table), rows).scalars().all()
+
+    @contextlib.contextmanager
+    def migration_lock(self, connection):
+        """Hold the database's migration lock on connection (alembic/env.py): processes that
+        migrate at once take turns, and each one after the first finds the schema at head."""
+        yield
 
 
 class SQLite(Dialect):
@@ -100,6 +113,20 @@ class SQLite(Dialect):
             )
         os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
 
+    @contextlib.contextmanager
+    def migration_lock(self, connection):
+        """Run the migrations in one write transaction (BEGIN IMMEDIATE): the next process waits
+        for its commit, then reads the version it left. SQLite's DDL is transactional, so a run
+        that fails leaves nothing behind; alembic sees a transaction begun outside and makes none."""
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_LOCK_TIMEOUT * 1000}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
 
 class MySQL(Dialect):
     name = "mysql"
@@ -142,6 +169,25 @@ class MySQL(Dialect):
         key = table.primary_key.columns[0].name
         return statement.on_duplicate_key_update({key: statement.inserted[key]})
 
+    @contextlib.contextmanager
+    def migration_lock(self, connection):
+        """GET_LOCK a name per database for the run, RELEASE_LOCK after. The lock belongs to the
+        session, not a transaction: MySQL's DDL commits as it goes, and alembic's own
+        transactions are left as they were (committed around the lock calls)."""
+        name = _lock_name("migrations", connection.exec_driver_sql("SELECT DATABASE()").scalar())
+        taken = connection.exec_driver_sql("SELECT GET_LOCK(%s, %s)",
+                                           (name, MIGRATION_LOCK_TIMEOUT)).scalar()
+        connection.commit()
+        if taken != 1:
+            raise MigrationLockTimeout(f"another process held the migration lock {name!r} "
+                                       f"for over {MIGRATION_LOCK_TIMEOUT}s")
+        try:
+            yield
+        finally:
+            connection.rollback()  # what a failed run left open, so that the release runs
+            connection.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
+            connection.commit()
+
     def engine_options(self, url, pool_size, max_overflow):
         return {
             "pool_size": pool_size,
@@ -155,6 +201,13 @@ class MySQL(Dialect):
                              "read_timeout": MYSQL_READ_TIMEOUT,
                              "write_timeout": MYSQL_WRITE_TIMEOUT},
         }
+
+
+def _lock_name(purpose, database):
+    """A GET_LOCK name for purpose on this database (the server's locks are shared by all
+    its databases); MySQL takes 64 characters at most."""
+    name = f"{purpose}:{database}"
+    return name if len(name) <= 64 else f"{purpose}:{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 @functools.cache

@@ -6,6 +6,7 @@ from flask_cors import CORS
 
 from db import Session, init_engine
 from service import logs
+from service.api import require_json_bodies
 from service.auth import init_auth
 from service.config import load_config, pool_size, write_turn
 from service.errors import register_error_handlers
@@ -33,6 +34,7 @@ def create_app(config=None):
     init_cors(app)
     register_blueprints(app)
     init_auth(app)  # after the blueprints: a refused request is still timed and logged
+    require_json_bodies(app)  # after auth: a stranger gets the 401, whatever the body
     register_error_handlers(app)
     init_executor(app)
     return app

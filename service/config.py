@@ -1,13 +1,33 @@
 """Every setting, read from the environment with safe defaults."""
+import contextlib
 import importlib.util
 import os
 import zoneinfo
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
+# The drivers the service runs on (SQLAlchemy's dialect+driver names; "sqlite" is pysqlite).
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "mysql+pymysql", "mariadb+pymysql")
+URL_EXAMPLES = "such as sqlite:///var/app.db or mysql+pymysql://user:password@host:3306/name"
 
 
 class ConfigError(ValueError):
     """A setting in the environment has a value that cannot be used."""
+
+
+@contextlib.contextmanager
+def refuse_in_one_line(doing="starting"):
+    """Turn a ConfigError into one line on stderr ("not starting: why") and exit status 1.
+
+    Every entry point (gunicorn_conf, the worker, alembic's env.py) goes through
+    this, so a bad setting reads the same everywhere and never as a traceback.
+    """
+    try:
+        yield
+    except ConfigError as error:
+        raise SystemExit(f"not {doing}: {error}") from None
 
 
 def _number(environ, key, default, kind=int, minimum=0, maximum=None):
@@ -108,6 +128,25 @@ def database_url(environ=None):
     return environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+def check_database_url(url):
+    """Return url if the service can run on it, else ConfigError (never echoing a password)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # The text may hold a password: say what is wrong, not what it was.
+        raise ConfigError(f"DATABASE_URL cannot be used: it cannot be parsed as a database URL "
+                          f"({URL_EXAMPLES})") from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ConfigError(f"DATABASE_URL cannot be used: {parsed.drivername} is not supported "
+                          f"(supported: sqlite, mysql+pymysql; {URL_EXAMPLES})")
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and (
+            database in ("", ":memory:") or parsed.query.get("mode") == "memory"):
+        raise ConfigError("DATABASE_URL cannot be used: SQLite must be a file database, such as "
+                          "sqlite:///var/app.db (each connection to :memory: is a separate, empty one)")
+    return url
+
+
 def available_cpus():
     """The CPUs this process may run on (its affinity, so a container's cpuset counts)."""
     try:
@@ -171,9 +210,9 @@ def load_config(environ):
     # Set by gunicorn_conf for each worker while TASK_PROCESSES > 0: it serves requests or runs tasks.
     role = _choice(environ, "PROCESS_ROLE", ("both", "web", "tasks"))
     return {
-        "DATABASE_URL": database_url(environ),
+        "DATABASE_URL": check_database_url(database_url(environ)),
         "HOST": environ.get("HOST") or "127.0.0.1",
-        "PORT": _number(environ, "PORT", 8000, minimum=1),
+        "PORT": _number(environ, "PORT", 8000, minimum=1, maximum=65535),
         "WEB_WORKERS": _number(environ, "WEB_WORKERS", layout[0], minimum=1),
         "WEB_THREADS": web_threads,
         # gunicorn processes that serve no requests and run tasks on TASK_WORKERS threads

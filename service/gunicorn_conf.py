@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 
 import gunicorn.util
@@ -21,14 +20,20 @@ if server_processes(os.environ) > 1:
     METRICS_DIR = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", os.path.join(_ROOT, "var", "metrics", os.environ.get("PORT") or "8000"))
 
+from service import logs  # noqa: E402
+from service.config import load_config, refuse_in_one_line  # noqa: E402
 from service.tokens import check_listening  # noqa: E402
-from service.config import ConfigError, load_config  # noqa: E402
 
-try:
+with refuse_in_one_line():
     _settings = load_config(os.environ)
+    # Before the checks: a warning they log (serving open) reads like every other line.
+    logs.configure(_settings)
     check_listening(_settings)
-except ConfigError as error:
-    sys.exit(f"not starting: {error}")  # one line, no traceback
+
+# gunicorn's own lines ("Starting gunicorn", "Booting worker", its access log when turned
+# on) go through the service's handler, so that with LOG_FORMAT=json every line is JSON.
+if _settings["LOG_FORMAT"] == "json":
+    logconfig_dict = logs.gunicorn_logconfig(_settings)
 
 TASK_PROCESSES = _settings["TASK_PROCESSES"]
 # A worker that holds one of these files' locks is a task process (post_fork).

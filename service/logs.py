@@ -43,22 +43,44 @@ class Json(JsonFormatter):
         return log_record
 
 
-def configure(settings):
-    """Send the service's logs to stderr at LOG_LEVEL, as text or JSON (LOG_FORMAT)."""
+def make_handler(log_format):
+    """The service's handler: lines to stderr as text or JSON (LOG_FORMAT), with the running task's fields."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TaskFields())
-    if settings["LOG_FORMAT"] == "json":
+    if log_format == "json":
         handler.setFormatter(Json(JSON_FIELDS, rename_fields={"levelname": "level", "asctime": "time"}))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.name = HANDLER_NAME
+    return handler
+
+
+def configure(settings):
+    """Send the service's logs to stderr at LOG_LEVEL, as text or JSON (LOG_FORMAT)."""
+    handler = make_handler(settings["LOG_FORMAT"])
     root = logging.getLogger()
     # Replace the handler an earlier call added; leave others (pytest's, an embedding app's).
     root.handlers[:] = [h for h in root.handlers if h.name != HANDLER_NAME] + [handler]
     root.setLevel(settings["LOG_LEVEL"])
+    # In JSON a Python warning must be a record too, not a bare line on stderr.
+    logging.captureWarnings(settings["LOG_FORMAT"] == "json")
     global request_level
     # JSON logs feed a collector, where request lines belong; on a terminal they are DEBUG.
     request_level = logging.INFO if settings["LOG_FORMAT"] == "json" else logging.DEBUG
+
+
+def gunicorn_logconfig(settings):
+    """gunicorn's logconfig_dict: its error log and access log (if on) through the service's
+    handler, so that with LOG_FORMAT=json gunicorn's own lines are JSON as well."""
+    through_ours = {"handlers": [HANDLER_NAME], "propagate": False}  # levels stay gunicorn's
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": settings["LOG_LEVEL"], "handlers": [HANDLER_NAME]},
+        "loggers": {"gunicorn.error": through_ours, "gunicorn.access": dict(through_ours)},
+        # dictConfig names the handler after its key: configure() in a worker then replaces it.
+        "handlers": {HANDLER_NAME: {"()": make_handler, "log_format": settings["LOG_FORMAT"]}},
+    }
 
 
 def log_request(method, path, status, seconds):

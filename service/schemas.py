@@ -1,5 +1,6 @@
 """Marshmallow schemas: what clients may send and what they get back."""
 import datetime as dt
+import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -24,6 +25,29 @@ class Text(fields.String):
         return text
 
 
+# C0 (NUL to US, tab and newline included), DEL and C1: invisible, or break a log line or a terminal.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def no_control_characters(text):
+    """Refuse a string holding a control character (marshmallow validator, for names and keys)."""
+    found = CONTROL_CHARACTERS.search(text)
+    if found:
+        raise ValidationError(f"Must not contain control characters (found {found.group()!r} "
+                              f"at position {found.start()}).")
+    return True
+
+
+class Name(Text):
+    """A name a person reads (a task's, a user's): text without control characters."""
+
+    def __init__(self, metadata=None, **kwargs):
+        # The document says it too (ECMA-262's $ is the very end), so a client can know.
+        metadata = {"pattern": r"^[^\x00-\x1f\x7f-\x9f]*$", **(metadata or {})}
+        super().__init__(metadata=metadata, **kwargs)
+        self.validators.insert(0, no_control_characters)
+
+
 class JsonBoolean(fields.Boolean):
     """true or false only: marshmallow would also take 0, 1, "yes" and "on" (and 0 == False in a set)."""
 
@@ -46,7 +70,7 @@ class PageQuery(Schema):
 
 
 class UserIn(StrictSchema):
-    name = Text(required=True, validate=validate.Length(min=1, max=100))
+    name = Name(required=True, validate=validate.Length(min=1, max=100))
     age = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=200))
 
 
@@ -67,7 +91,7 @@ class UserOut(Schema):
 
 
 class TaskIn(StrictSchema):
-    name = Text(required=True, validate=validate.Length(min=1, max=100))
+    name = Name(required=True, validate=validate.Length(min=1, max=100))
     args = fields.Dict(keys=fields.String(), load_default=dict)
     delay = fields.Float(validate=validate.Range(min=0, max=MAX_TASK_DELAY),
                          metadata={"description": "seconds to wait before running"})
@@ -90,7 +114,7 @@ class TaskIn(StrictSchema):
 class SubmitHeaders(Schema):
     idempotency_key = fields.String(
         data_key="Idempotency-Key",
-        validate=validate.Regexp(r"^[\x21-\x7e]{1,200}$",
+        validate=validate.Regexp(r"^[\x21-\x7e]{1,200}\Z",  # \Z: $ would let a final newline by
                                  error="1-200 visible ASCII characters (no spaces)"),
         metadata={"description": "While a task submitted with this key is unfinished, or for "
                                  "UNIQUE_WINDOW (a day) after it finished, a submit with the key "
@@ -135,13 +159,13 @@ class TaskOut(Schema):
 
 class TaskQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(STATES))
-    name = Text(validate=validate.Length(min=1, max=100))
+    name = Name(validate=validate.Length(min=1, max=100))
 
 
 class BulkIn(StrictSchema):
     """Which tasks a bulk action takes: the list filters, and how many at most."""
 
-    name = Text(validate=validate.Length(min=1, max=100))
+    name = Name(validate=validate.Length(min=1, max=100))
     dry_run = JsonBoolean(load_default=False, metadata={"description": "only count them"})
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000),
                            metadata={"description": "the most tasks one request changes"})

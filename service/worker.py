@@ -6,7 +6,7 @@ import threading
 
 from db import init_engine
 from service import logs, metrics
-from service.config import ConfigError, load_config, pool_size, write_turn
+from service.config import load_config, pool_size, refuse_in_one_line, write_turn
 from service.runner import RunnerConfig, submit
 from service.runner.registry import load_task_modules
 from service.runner.threads import ThreadExecutor
@@ -17,13 +17,12 @@ log = logging.getLogger("service.worker")
 
 def main():
     """Run the thread-pool executor until SIGTERM or SIGINT, then shut down gracefully."""
-    try:
+    with refuse_in_one_line():
         settings = load_config(os.environ)
+        # Before the check: a warning it logs (metrics served open) reads like every other line.
+        logs.configure(settings)
         if settings["METRICS_PORT"]:
             check_listening(settings)
-    except ConfigError as error:
-        raise SystemExit(f"not starting: {error}") from None  # one line, no traceback
-    logs.configure(settings)
     load_task_modules(settings)
     workers = max(1, settings["TASK_WORKERS"])
     settings["TASK_WORKERS"] = workers

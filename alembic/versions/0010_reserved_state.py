@@ -43,8 +43,8 @@ def replace_status_check(old, new):
     if op.get_bind().dialect.name == 'sqlite':
         replace_sqlite_check(old, new)
         return
-    op.drop_constraint('ck_tasks_status', 'tasks', type_='check')
-    op.create_check_constraint('ck_tasks_status', 'tasks', sa.text(new))
+    op.drop_constraint(op.f('ck_tasks_status'), 'tasks', type_='check')
+    op.create_check_constraint(op.f('ck_tasks_status'), 'tasks', sa.text(new))
 
 
 def replace_sqlite_check(old, new):
