@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from db import Session, users
 from service.runner import task
-from service.schemas import Text
+from service.schemas import Name
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ MAX_DELAY = 300  # seconds a create_user task may be asked to work before insert
 
 
 class CreateUserArgs(Schema):
-    name = Text(required=True, validate=validate.Length(min=1, max=100))
+    name = Name(required=True, validate=validate.Length(min=1, max=100))
     age = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=200))
     delay = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=MAX_DELAY))
 

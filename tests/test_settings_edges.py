@@ -220,3 +220,22 @@ def test_an_idempotency_key_with_a_control_character_is_refused(key):
     with pytest.raises(ValidationError) as raised:
         SubmitHeaders().load({"Idempotency-Key": key})
     assert "Idempotency-Key" in raised.value.messages
+
+
+def test_a_unique_key_or_queue_name_with_a_final_newline_is_refused():
+    from service.runner.registry import check_queue_name
+    from service.runner.submit import check_unique_key
+
+    for check, good in ((check_unique_key, "order-17"), (check_queue_name, "mail")):
+        assert check(good) == good
+        for bad in (good + "\n", good + "\x00", "\n" + good):
+            with pytest.raises(ValueError):
+                check(bad)
+
+
+def test_the_create_user_task_refuses_a_control_character_in_the_name(client):
+    from db.models import Task
+
+    answer = client.post("/api/tasks", json={"name": "create_user", "args": {"name": "a\x00b", "age": 1}})
+    assert answer.status_code == 422 and "name" in answer.get_json()["details"]["json"]["args"]
+    assert count_rows(Task) == 0

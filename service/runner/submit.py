@@ -80,7 +80,7 @@ class Backlog:
 backlog = Backlog(10_000)  # this process's; configure() sets its bound from TASK_MAX_QUEUED
 unique_window = 86_400.0  # UNIQUE_WINDOW: seconds a finished task keeps its unique key
 _listeners = []  # called with [Enqueued] after each commit that queued tasks
-UNIQUE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, as a header carries it
+UNIQUE_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII, as a header carries it (fullmatch)
 
 
 def configure(max_queued, window=86_400.0):
@@ -127,7 +127,7 @@ def enqueue_once(session, name, args, delay=None, run_at=None, max_attempts=None
 
 def check_unique_key(key):
     """Raise ValueError unless key can be a unique key (1-200 visible ASCII characters)."""
-    if not isinstance(key, str) or not UNIQUE_KEY.match(key):
+    if not isinstance(key, str) or not UNIQUE_KEY.fullmatch(key):
         raise ValueError("a unique key is 1-200 visible ASCII characters (no spaces)")
     return key
 
