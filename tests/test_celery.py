@@ -369,3 +369,21 @@ def test_a_queue_is_the_celery_queue_of_its_name_and_a_paused_one_waits(migrated
     all_done(140)
     assert_each_ran_once(140)
     assert owner_pids("celery_mail") == {str(mail.proc.pid)}
+
+
+@pytest.mark.parametrize("setting, value, named", [("DATABASE_URL", "postgresql://u:secret@h/d", "DATABASE_URL"),
+                                                   ("TASK_WORKERS", "many", "TASK_WORKERS")])
+def test_a_celery_worker_refuses_a_bad_setting_in_one_line(tmp_path, setting, value, named):
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", setting: value}
+    finished = subprocess.run([sys.executable, "-m", "celery", "-A", "service.runner.celery", "worker",
+                               "-P", "threads", "-c", "1", "--without-gossip", "--without-mingle"],
+                              cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1
+    refusal = [line for line in finished.stderr.splitlines() if line.startswith("not starting:")]
+    assert len(refusal) == 1 and named in refusal[0] and "secret" not in finished.stderr
+    assert "Traceback" not in finished.stderr + finished.stdout

@@ -31,7 +31,7 @@ from celery import signals
 import db
 from db import HeldConnection, delivery, session_scope
 from service import logs
-from service.config import load_config
+from service.config import load_config, refuse_in_one_line
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
 from service.runner.celery import RUN_TASKS, app, configure, publish, publish_committed, serve
@@ -46,6 +46,11 @@ RELAY_GRACE = 2.0  # seconds a due, unpublished row is left to its own publisher
 RELAY_BATCH = 500
 
 _state = {}  # what the signals learned: the settings, the main process, the pool's size
+
+# Celery imports this module in a worker only, before its signals: a bad setting stops the
+# worker here with one line (a signal handler's error is logged, and the worker runs on).
+with refuse_in_one_line():
+    load_config(os.environ)
 
 
 class WorkerProcess:
