@@ -387,7 +387,7 @@ def assert_back_in_the_queue(runner, ids):
 def test_claims_in_a_task_commit_that_fails_are_not_kept(lone_claim):
     runner, ids, session = lone_claim
     with pytest.raises(RuntimeError):
-        with runner._claiming_with(session):
+        with runner._finishing(session):
             raise RuntimeError("the commit failed")
     session.rollback()
     assert_back_in_the_queue(runner, ids)
@@ -396,7 +396,7 @@ def test_claims_in_a_task_commit_that_fails_are_not_kept(lone_claim):
 @sqlite_only
 def test_claims_committed_while_stopping_go_back_to_the_queue(lone_claim):
     runner, ids, session = lone_claim
-    with runner._claiming_with(session):
+    with runner._finishing(session):
         runner._stopping.set()  # shutdown begins while the claim is in its transaction
         session.commit()
     assert_back_in_the_queue(runner, ids)

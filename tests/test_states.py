@@ -27,7 +27,8 @@ def metric(client, line_start):
 def test_a_task_claimed_ahead_is_reserved_not_running_and_cancels_at_once(make_app):
     client = make_app(TASK_WORKERS=1, TASK_PREFETCH=2).test_client()
     first, second, third = (submit(client, "sleepy", seconds=60, name=f"s{n}") for n in range(3))
-    wait_for(lambda: count_rows(Task, Task.status == "reserved") == 2, message="two reserved")
+    wait_for(lambda: count_rows(Task, Task.status == "reserved") == 2
+             and count_rows(Task, Task.status == "running") == 1, message="one running, two reserved")
     running = client.get(f"/api/tasks/{first}").get_json()
     assert running["status"] == "running" and running["started_at"] is not None
     for waiting in (second, third):
@@ -110,3 +111,51 @@ def test_a_context_says_why_it_stops():
         except TaskCancelled as stop:
             assert type(stop) is kind
     assert str(TimeLimitExceeded("x")) == "x" and issubclass(TimeLimitExceeded, TaskCancelled)
+
+
+def test_a_worker_marks_its_next_task_running_in_the_commit_that_ends_the_last(make_runner, monkeypatch):
+    from service.runner import outcomes
+    from tests.test_runner import queue_rows
+
+    own_commits = []
+    started = outcomes.started
+    monkeypatch.setattr(outcomes, "started", lambda *args: own_commits.append(1) or started(*args))
+    ids = queue_rows(16)  # before the runner: its first claim takes all 16 (1 worker + 15 prefetched)
+    make_runner(workers=1, prefetch=15)
+    rows = wait_finished(ids)
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    ordered = sorted(rows.values(), key=lambda row: row.started_at)
+    assert all(later.started_at >= earlier.finished_at for earlier, later in zip(ordered, ordered[1:]))
+    # The first starts in a commit of its own; each next one rides on its predecessor's
+    # (two allows for a worker that outran the hand-over of the claimed batch).
+    assert len(own_commits) <= 2
+
+
+def test_the_migration_lets_an_existing_table_hold_reserved_tasks_and_back(empty_db):
+    import pytest
+    from alembic import command
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from tests.test_migrations import alembic_config
+
+    config = alembic_config(empty_db)
+    command.upgrade(config, "0009")
+    engine = create_engine(empty_db)
+    insert = text("INSERT INTO tasks (name, args, status, progress, attempts, max_attempts, "
+                  "cancel_requested, run_after, created_at, priority, queue, owner) VALUES "
+                  "('noop', '{}', :status, 0, 1, 3, 0, '2026-01-01', '2026-01-01', 0, 'default', 'p')")
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, {"status": "running"})
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            connection.execute(insert, {"status": "reserved"})
+        with pytest.raises((IntegrityError, OperationalError)), engine.begin() as connection:
+            connection.execute(insert, {"status": "nonsense"})
+        command.downgrade(config, "0009")  # a reserved row goes back to the queue, its claim not counted
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT status, attempts, owner FROM tasks ORDER BY id")).all()
+        assert [tuple(row) for row in rows] == [("running", 1, "p"), ("queued", 0, None)]
+    finally:
+        engine.dispose()

@@ -38,14 +38,16 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
     thread's registry Session, so a crash anywhere before commit undoes both;
     Session.remove() runs after every attempt, on every path. A task cancelled
     while it waited (or whose lease was taken back) does not run at all.
-    around_commit(session) wraps that commit (the thread pool claims more work in it).
+    around_commit(session) wraps that commit (the thread pool starts its next attempt and
+    claims more work in it).
     """
     claim = attempt.claim
-    try:
-        if not outcomes.started(attempt, owner):
-            return
-    finally:
-        Session.remove()  # the task's own unit starts afresh (a held connection idle since is checked)
+    if attempt.started is None:  # else marked running in the commit that ended the one before
+        try:
+            if not outcomes.started(attempt, owner):
+                return
+        finally:
+            Session.remove()  # the task's own unit starts afresh (a held connection idle since is checked)
     metrics.observe_start(claim.name, claim.run_after)
     logged = logs.running(claim, owner)
     spec = None

@@ -36,7 +36,7 @@ def started(attempt, owner):
 def succeeded(attempt, owner, result, around_commit):
     """Record success in the transaction that holds the task's own writes, and commit both.
 
-    around_commit(session) wraps the commit (the thread pool claims more work in it).
+    around_commit(session) wraps the commit (the thread pool starts its next attempt and claims in it).
     Returns False, having rolled back the task's writes, if the attempt is no longer ours.
     """
     claim = attempt.claim

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from db import HeldConnection, Session, limits, session_scope, tasks
+from db import HeldConnection, Session, fenced, limits, session_scope, tasks
 from service import metrics
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
@@ -79,6 +79,7 @@ class ThreadExecutor(Executor):
             self._handing = threading.Lock()  # claims reach _jobs in the order they were claimed
             self._active = {}  # task id -> Attempt, claimed by this process
             self._reserved = 0  # slots held for claims still in their transaction
+            self._local = threading.local()  # a worker's next attempt, started in its last commit
             metrics.set_workers(0, self.config.workers)
             with session_scope() as session:  # not the caller's registry Session
                 self._inline_claims = tasks.one_writer(session)
@@ -152,12 +153,12 @@ class ThreadExecutor(Executor):
         """Worker thread: run attempts until told to stop."""
         with HeldConnection() as connection:
             while True:
-                attempt = self._next_job(connection)
+                attempt = self._local.__dict__.pop("following", None) or self._next_job(connection)
                 if attempt is None:  # STOP
                     return
                 try:
                     if not attempt.abandoned:
-                        run_attempt(attempt, self.owner, self.config, self._claiming_with)
+                        run_attempt(attempt, self.owner, self.config, self._finishing)
                 except Exception:  # never let one task kill the worker thread
                     log.exception("runner error in task %s", attempt.claim.id)
                 finally:
@@ -225,18 +226,39 @@ class ThreadExecutor(Executor):
         return bool(limit) and len(claims) == limit
 
     @contextlib.contextmanager
-    def _claiming_with(self, session):
-        """Around a finishing task's commit: on SQLite, claim the next batch in it.
+    def _finishing(self, session):
+        """Around a succeeding task's commit: start this worker's next attempt in it, and on
+        SQLite claim the next batch in it.
 
-        The finishing task already holds SQLite's one write lock, so this claim
-        waits for nobody, where the dispatcher's own claim would queue behind
-        the busy workers and leave them idle.
+        Marking the next attempt running here saves it a commit of its own; it
+        starts right after this one. The finishing task already holds SQLite's
+        one write lock, so the claim waits for nobody, where the dispatcher's own
+        claim would queue behind the busy workers and leave them idle.
         """
-        if not self._inline_claims:
-            yield
-            return
-        with self._claim_in(session):
-            yield
+        following = self._take_job()
+        started = following is not None and fenced.start_task(session, following.claim, self.owner)
+        try:
+            with self._claim_in(session) if self._inline_claims else contextlib.nullcontext():
+                yield
+        except BaseException:
+            if following is not None:  # its start rolled back with the commit: it waits again
+                self._jobs.put((following.claim.order(), following))
+            raise
+        if following is not None:
+            if started:
+                following.started = time.monotonic()
+            self._local.following = following  # not started: cancelled while it waited; skipped
+
+    def _take_job(self):
+        """The next claimed attempt if one waits, without waiting (None for none, or STOP)."""
+        try:
+            job = self._jobs.get_nowait()
+        except queue.Empty:
+            return None
+        if job[1] is None or job[1].abandoned:  # STOP, or given up: the loop deals with it
+            self._jobs.put(job)
+            return None
+        return job[1]
 
     @contextlib.contextmanager
     def _claim_in(self, session):
