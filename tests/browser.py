@@ -41,13 +41,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh browser context (no cookies) and page."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+def new_page(browser):
+    """Make pages, each in a fresh context (no cookies): new_page(width, height, timezone_id=...)."""
+    contexts = []
+
+    def make(width=1200, height=900, **options):
+        context = browser.new_context(viewport={"width": width, "height": height}, **options)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page):
+    """A fresh browser context (no cookies) and page, 1200 x 900."""
+    return new_page()
 
 
 def screenshot(page, name):

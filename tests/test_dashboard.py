@@ -1,11 +1,13 @@
 """The dashboard as a person uses it: headless Chromium against a real gunicorn server."""
+import datetime as dt
+
 import pytest
 from sqlalchemy import create_engine, update
 
 from db import tasks
 from db.models import FAILED, Task, utcnow
 from db.session import session_factory
-from tests.browser import browser, page, screenshot  # noqa: F401  fixtures
+from tests.browser import browser, new_page, page, screenshot  # noqa: F401  fixtures
 from tests.conftest import wait_for
 from tests.server import Server, migrate
 
@@ -42,6 +44,18 @@ def add_failed(db_url, count, name_prefix="again"):
         session.commit()
     engine.dispose()
     return ids
+
+
+def add_task(db_url, name, args, **values):
+    """One task row as some state left it, written directly; returns its id."""
+    engine = create_engine(db_url)
+    with session_factory(bind=engine) as session:
+        task_id = tasks.insert_task(session, name, args).id
+        if values:
+            session.execute(update(Task).where(Task.id == task_id).values(**values))
+        session.commit()
+    engine.dispose()
+    return task_id
 
 
 def api_task(server, task_id):
@@ -185,3 +199,106 @@ def test_with_tokens_a_stranger_signs_in_and_a_wrong_token_is_refused(guarded_se
     page.wait_for_url("**/dashboard/tasks/*")
     wait_for(lambda: page.inner_text("#task-status") == "succeeded", message="the signed-in submit")
     assert guarded_server.request("GET", "/api/tasks")[0] == 401  # and the API is still closed
+
+
+# A zone no test machine runs in, half an hour off every whole-hour zone: a time left in UTC shows.
+ZONE, OFFSET = "Asia/Kolkata", dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def local(iso, layout):
+    """What the browser in ZONE should show for a UTC ISO time."""
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(OFFSET).strftime(layout)
+
+
+def after_a_refresh(page, selector):
+    """Wait until the live part re-rendered the element under selector (a new element took its place)."""
+    page.eval_on_selector(selector, "element => { element.dataset.old = '1'; }")
+    wait_for(lambda: page.eval_on_selector(selector, "element => !element.dataset.old"),
+             timeout=10, message=f"a refresh of {selector}")
+
+
+def test_times_read_in_the_browsers_zone_with_utc_on_hover_also_after_a_refresh(server, new_page):
+    page = new_page(timezone_id=ZONE)
+    status, _, task = server.request("POST", "/api/tasks", {
+        "name": "create_user", "args": {"name": "later", "age": 1}, "delay": 3600})
+    assert status == 202
+    page.goto(f"{server.base}/dashboard/tasks/{task['id']}")  # queued: its part is polled
+
+    def shown_locally():
+        # One read of them all: the part may be re-rendered between two calls.
+        times = page.eval_on_selector_all("#task time[data-local]", """elements => elements.map(
+            element => [element.getAttribute("datetime"), element.textContent, element.title])""")
+        assert len(times) >= 2  # created and due (not started, not finished)
+        for iso, text, title in times:
+            assert text == local(iso, "%Y-%m-%d %H:%M:%S")
+            assert title == iso[:10] + " " + iso[11:19] + " UTC"
+
+    shown_locally()
+    after_a_refresh(page, "#task time")
+    shown_locally()
+    page.goto(f"{server.base}/dashboard/tasks")
+    created = page.locator(f'tr[data-task-id="{task["id"]}"] time')
+    assert created.inner_text().endswith(" ago") and created.get_attribute("title").endswith(" UTC")
+
+
+def test_the_throughput_chart_has_a_time_axis_in_local_time(server, new_page):
+    page = new_page(timezone_id=ZONE)
+    page.goto(server.base + "/dashboard")
+
+    def labelled_locally():
+        # One read of them all: the part may be re-rendered between two calls.
+        ticks = page.eval_on_selector_all("svg.chart text.tick", """elements => elements.map(
+            element => [element.dataset.datetime, element.textContent, element.getBoundingClientRect().x])""")
+        assert len(ticks) == 6  # an hour, a label every ten minutes
+        for iso, text, _ in ticks:
+            assert text == local(iso, "%H:%M")
+        lefts = [left for _, _, left in ticks]
+        assert lefts == sorted(lefts)  # along the x axis, oldest first
+        chart = page.locator("svg.chart").bounding_box()
+        assert all(chart["x"] <= x < chart["x"] + chart["width"] for x in lefts)
+
+    labelled_locally()
+    after_a_refresh(page, "svg.chart text.tick")
+    labelled_locally()
+    screenshot(page, "overview-axis")
+
+
+def test_the_browser_gets_the_icon_and_never_asks_for_favicon_ico(migrated_db, tmp_path, page):
+    # At DEBUG the server logs a line for each request it answers.
+    server = Server(migrated_db, tmp_path / "icon.log", LOG_LEVEL="DEBUG", **FAST).start()
+    try:
+        for path in ("/dashboard", "/dashboard/tasks", "/docs"):
+            page.goto(server.base + path)
+            page.wait_for_load_state("networkidle")
+        wait_for(lambda: "GET /dashboard/static/favicon.svg 200" in server.output(), timeout=15,
+                 message="Chromium to fetch the icon the pages link")
+    finally:
+        server.stop()
+    assert "/favicon.ico" not in server.output()
+
+
+def add_long_tasks(db_url):
+    """Tasks whose arguments and errors are long, without a space to break a line at."""
+    ids = []
+    for n in range(3):
+        ids.append(add_task(db_url, "create_user", {"name": f"user-{n}-" + "x" * 90, "age": 30 + n,
+                                                     "note": "y" * 400},
+                            status=FAILED, attempts=3, finished_at=utcnow(),
+                            error=f"IntegrityError: (1062, \"Duplicate entry 'user-{n}-{'x' * 150}'\")"))
+    ids.append(add_task(db_url, "create_user", {"name": "later", "age": 1},
+                        run_after=utcnow() + dt.timedelta(hours=1)))
+    return ids
+
+
+def test_the_task_list_fits_a_phone_and_a_desktop(server, new_page, migrated_db):
+    ids = add_long_tasks(migrated_db)
+    for width, height, name in ((390, 844, "tasks-390"), (1200, 900, "tasks-desktop")):
+        page = new_page(width, height)
+        page.goto(server.base + "/dashboard/tasks")
+        page.locator(f'tr[data-task-id="{ids[0]}"]').wait_for()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width
+        assert page.locator(f'tr[data-task-id="{ids[0]}"] .error-line').is_visible()
+        after_a_refresh(page, f'tr[data-task-id="{ids[0]}"]')  # still so once the list re-rendered
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width
+        assert page.locator('[data-action="retry"]').first.is_visible()
+        screenshot(page, name)

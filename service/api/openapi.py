@@ -1,7 +1,14 @@
-"""The OpenAPI document says what the service really sends: one error shape, every status."""
-import http
+"""The OpenAPI document says what the service really sends: one error shape, every status.
 
+It is also read at /docs, through the Swagger UI that the flask-swagger-ui package ships:
+served by this app, so the page works offline.
+"""
+import http
+import os
+
+import flask_swagger_ui
 from apispec import BasePlugin
+from flask import Blueprint, render_template, url_for
 from flask_smorest import Api
 from marshmallow import Schema, fields
 
@@ -82,13 +89,29 @@ class StandardResponses(BasePlugin):
 
 
 class ServiceApi(Api):
-    """flask-smorest's Api, documenting our error shape instead of its own."""
+    """flask-smorest's Api, documenting our error shape instead of its own, readable at /docs."""
 
     ERROR_SCHEMA = ErrorOut
 
     def __init__(self, app):
         plugin = StandardResponses(tokens_required=bool(app.config["API_TOKENS"]))
         super().__init__(app, spec_kwargs={"extra_plugins": [plugin]})
+        app.register_blueprint(docs)
+
+
+# Swagger UI's distribution files (swagger-ui-bundle.js, swagger-ui.css), as the package ships them.
+SWAGGER_UI_DIST = os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+
+# Not flask-smorest's OPENAPI_SWAGGER_UI_PATH: its page starts Swagger UI from an inline
+# script; ours starts it from a file (dashboard/static/docs.js), as a strict CSP wants.
+docs = Blueprint("docs", __name__, url_prefix="/docs", static_folder=SWAGGER_UI_DIST,
+                 static_url_path="/assets")
+
+
+@docs.route("")
+def page():
+    """The API reference: Swagger UI over /openapi.json, every asset served by this app."""
+    return render_template("dashboard/docs.html", spec_url=url_for("api-docs.openapi_json"))
 
 
 def describe_task_body(api, registry):

@@ -7,10 +7,11 @@ import datetime as dt
 import json
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from markupsafe import Markup
 from marshmallow import ValidationError
 
 from db import Session, queues, stats, tasks
-from db.models import FINISHED_STATES, QUEUED, STATES, utcnow
+from db.models import FINISHED_STATES, RUNNING, STATES, utcnow
 from service import auth
 from service.runner import registry
 from service.runner.scheduler import list_schedules
@@ -21,13 +22,35 @@ blp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder=
 root = Blueprint("root", __name__)
 
 PAGE_SIZE = 25
-CHART = {"width": 600, "height": 120, "bar": 10}
+# The plot is height tall; the time axis's labels sit in the axis strip below it.
+CHART = {"width": 600, "height": 120, "bar": 10, "axis": 18}
+TICK_MINUTES = 10  # a time label on the chart's axis every this many minutes
+# Computed, not listed: a state added to db.models.STATES (e.g. reserved) shows up by itself.
+UNFINISHED_STATES = tuple(status for status in STATES if status not in FINISHED_STATES)
+WAITING_STATES = tuple(status for status in UNFINISHED_STATES if status != RUNNING)
+ARGS_SHOWN = 80  # characters of a task's arguments in the list; the title has the rest
+ERROR_SHOWN = 120  # characters of the first line of a task's error in the list
+TITLE_MAX = 2000  # a hover text longer than this is cut: the task's page has it all
 
 
 @root.route("/")
 def index():
     """The dashboard is the first thing a person sees."""
     return redirect(url_for("dashboard.overview"))
+
+
+@root.route("/favicon.ico")
+def favicon():
+    """The icon, for clients that ask for /favicon.ico without reading the page's <link rel="icon">."""
+    return redirect(url_for("dashboard.static", filename="favicon.svg"), 301)
+
+
+@blp.context_processor
+def template_constants():
+    """The states the templates branch on (a new state needs no template edit), and text lengths."""
+    return {"unfinished_states": UNFINISHED_STATES, "waiting_states": WAITING_STATES,
+            "finished_states": FINISHED_STATES,
+            "clip_at": {"args": ARGS_SHOWN, "error": ERROR_SHOWN, "title": TITLE_MAX}}
 
 
 def page(template, **context):
@@ -83,15 +106,16 @@ def timings(task):
     if task is None:
         return None, None
     now = utcnow()
-    # A queued task's started_at is an earlier attempt's: it waits again, and runs not yet.
-    started = task.started_at if task.status != QUEUED else None
+    # A waiting task's started_at is an earlier attempt's (if any): it waits again, and runs not yet.
+    started = task.started_at if task.status not in WAITING_STATES else None
     waited = ((started or now) - task.run_after).total_seconds()
     ran = None if started is None else ((task.finished_at or now) - started).total_seconds()
     return max(0.0, waited), ran
 
 
 def chart(per_minute):
-    """Stacked SVG bars of finishes per minute: one bar per minute, one colour per status."""
+    """Stacked SVG bars of finishes per minute: one bar per minute, one colour per status,
+    over a time axis."""
     tallest = max([sum(m[s] for s in FINISHED_STATES) for m in per_minute] + [1])
     scale = (CHART["height"] - 10) / tallest
     bars = []
@@ -103,7 +127,14 @@ def chart(per_minute):
                 bars.append({"x": index * CHART["bar"], "y": bottom - height, "height": height,
                              "status": status, "count": minute[status], "minute": minute["minute"]})
             bottom -= height
-    return {"bars": bars, "tallest": tallest, **CHART}
+    return {"bars": bars, "tallest": tallest, "ticks": ticks(per_minute), **CHART}
+
+
+def ticks(per_minute):
+    """The time axis's labels: every TICK_MINUTES-th minute (UTC here, local in the browser)."""
+    return [{"x": index * CHART["bar"], "minute": minute["minute"]}
+            for index, minute in enumerate(per_minute)
+            if minute["minute"].minute % TICK_MINUTES == 0]
 
 
 @blp.app_template_filter("age")
@@ -140,6 +171,58 @@ def pretty_json(value):
 def utc(when):
     """A stored (naive UTC) time as ISO 8601 with its offset."""
     return "–" if when is None else when.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def naive_utc(when):
+    """when as the columns store it: naive UTC (an aware time is converted first)."""
+    return when if when.tzinfo is None else when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@blp.app_template_filter("iso_z")
+def iso_z(when):
+    """A time as ISO 8601 in UTC ending in Z, what a <time datetime> and JS's Date read."""
+    return naive_utc(when).isoformat(timespec="seconds") + "Z"
+
+
+def utc_text(when):
+    """A time as a person reads it in UTC: 2026-01-01 09:00:00 UTC."""
+    return naive_utc(when).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@blp.app_template_filter("time")
+def time_tag(when):
+    """A <time> in UTC that dashboard.js rewrites to the browser's local time; UTC stays on hover."""
+    if when is None:
+        return "–"
+    return Markup('<time datetime="{}" title="{}" data-local="datetime">{}</time>').format(
+        iso_z(when), utc_text(when), utc_text(when))
+
+
+@blp.app_template_filter("ago")
+def ago(when, now=None):
+    """How long ago a time was (4m 10s ago), with the exact UTC time on hover."""
+    if when is None:
+        return "–"
+    return Markup('<time datetime="{}" title="{}">{} ago</time>').format(
+        iso_z(when), utc_text(when), age(when, now))
+
+
+@blp.app_template_filter("compact_json")
+def compact_json(value):
+    """JSON on one line, without the spaces, for a table cell."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@blp.app_template_filter("first_line")
+def first_line(text):
+    """The first non-blank line of a text (an error's message, not its traceback)."""
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+
+
+@blp.app_template_filter("clip")
+def clip(text, limit):
+    """text cut to limit characters, ending in … when cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @blp.route("/signin", methods=["GET", "POST"])

@@ -24,6 +24,23 @@ function notice(text, isError) {
   element.hidden = false;
 }
 
+// Times: the server writes UTC ([data-local] with a datetime or data-datetime, the exact UTC
+// time in the title); the browser knows the reader's time zone, so it rewrites the text.
+const pad = (n) => String(n).padStart(2, "0");
+
+function localText(date, format) {
+  const hm = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  if (format === "hm") return hm;
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${hm}:${pad(date.getSeconds())}`;
+}
+
+function localizeTimes(root) {
+  root.querySelectorAll("[data-local]").forEach((element) => {
+    const date = new Date(element.getAttribute("datetime") || element.dataset.datetime);
+    if (!Number.isNaN(date.getTime())) element.textContent = localText(date, element.dataset.local);
+  });
+}
+
 // Live parts: each [data-live] element re-renders from its URL every data-every ms.
 const refreshers = [];
 
@@ -41,6 +58,7 @@ function startLive(element) {
       .then((html) => {
         if (html === null) return;
         element.innerHTML = html;
+        localizeTimes(element);  // before the next paint: no flash of UTC
         if (element.querySelector("[data-final]")) clearInterval(timer);
       })
       .catch(() => { /* the server is restarting: try again on the next tick */ })
@@ -95,7 +113,7 @@ async function bulkAction(button) {
   const count = await api("POST", `/api/tasks/${action}`, {...filter, dry_run: true});
   if (!count.ok) { notice(`Could not count the tasks: ${count.data && count.data.message}`, true); return; }
   const matched = count.data.matched;
-  const what = [filter.status || (action === "retry" ? "failed or cancelled" : "queued or running"),
+  const what = [filter.status || (action === "retry" ? "failed or cancelled" : "unfinished"),
                 filter.name ? `${filter.name} ` : ""];
   if (!matched) { notice(`No ${what[1]}task is ${what[0]}: nothing to ${action}.`); return; }
   const verb = action === "retry" ? "Retry" : "Cancel";
@@ -150,6 +168,7 @@ async function submitTask(event) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  localizeTimes(document);
   document.querySelectorAll("[data-live]").forEach(startLive);
   document.addEventListener("click", (event) => {
     const action = event.target.closest("[data-action]");
