@@ -62,10 +62,12 @@ def test_add_is_refused_at_once_when_no_request_thread_can_be_spared(make_app):
     assert count_rows(User) == 0
 
 
-def test_the_bench_modes_seed_pattern_answers_at_once_and_writes_its_row_untracked(make_app):
-    client = make_app(BENCH_MODE=True).test_client()
-    response = client.get("/bench/seed_pattern")
-    assert response.status_code == 200 and response.get_json() == "success"
-    wait_for(lambda: count_rows(User, User.name == "seed pattern") == 1, message="the pool's row")
+def test_the_benchs_article_app_answers_at_once_and_writes_its_row_untracked(database):
+    from tests.bench.article_app import make_app as article_app
+
+    url = database.url.render_as_string(hide_password=False)
+    client = article_app(url).test_client()
+    response = client.get("/user/thread_pool")
+    assert (response.status_code, response.get_data(as_text=True)) == (200, "success")
+    wait_for(lambda: count_rows(User, User.name == "thread pool") == 1, message="the pool's row")
     assert count_rows(Task) == 0  # no task: nothing tracks it
-    assert make_app().test_client().get("/bench/seed_pattern").status_code == 404  # bench mode only
