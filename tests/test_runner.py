@@ -1,4 +1,5 @@
 """The runner with real threads on a real database."""
+import collections
 import datetime as dt
 import gc
 import sqlite3
@@ -307,15 +308,20 @@ def test_work_is_picked_up_by_wake_ups_not_by_polling(make_runner):
         assert {r.status for r in rows.values()} == {"succeeded"}
 
 
+def statuses_counted(ids):
+    """{status: how many of ids}, read in one statement (two reads could straddle a change)."""
+    with db.session_scope() as s:
+        return dict(collections.Counter(s.scalars(select(Task.status).where(Task.id.in_(ids)))))
+
+
 def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
     runner = make_runner(workers=2, prefetch=1)
     ids = [enqueue(runner, "sleepy", {"seconds": 60}) for _ in range(6)]
-    wait_for(lambda: count_rows(Task, Task.status.in_(("running", "reserved"))) == 3, message="3 claimed")
+    held = {"running": 2, "reserved": 1, "queued": 3}  # 2 busy workers + 1 prefetched, not running
+    wait_for(lambda: statuses_counted(ids) == held, message="2 running, 1 reserved")
     beat = task_row(ids[0]).heartbeat_at
     wait_for(lambda: task_row(ids[0]).heartbeat_at > beat, message="a dispatcher round")
-    assert count_rows(Task, Task.status == "running") == 2  # 2 busy workers
-    assert count_rows(Task, Task.status == "reserved") == 1  # + 1 prefetched, not running
-    assert count_rows(Task, Task.status == "queued") == 3
+    assert statuses_counted(ids) == held  # and no more are claimed
     for task_id in ids:
         tasks.request_cancel(session, task_id)
     session.commit()

@@ -227,21 +227,27 @@ class ThreadExecutor(Executor):
 
     @contextlib.contextmanager
     def _finishing(self, session):
-        """Around a succeeding task's commit: start this worker's next attempt in it, and on
-        SQLite claim the next batch in it.
+        """Around a succeeding task's commit on SQLite: start this worker's next attempt in it,
+        and claim the next batch in it.
 
-        Marking the next attempt running here saves it a commit of its own; it
-        starts right after this one. The finishing task already holds SQLite's
-        one write lock, so the claim waits for nobody, where the dispatcher's own
-        claim would queue behind the busy workers and leave them idle.
+        The finishing task already holds SQLite's one write lock: the claim waits
+        for nobody, where the dispatcher's own claim would queue behind the busy
+        workers and leave them idle, and the next attempt is marked running
+        without a write turn of its own. Elsewhere each transaction locks only
+        its own rows: a second row in a finishing transaction could deadlock
+        with a statement that locks several (a heartbeat), so there a task
+        starts in a commit of its own and the dispatcher claims.
         """
+        if not self._inline_claims:
+            yield
+            return
         following = self._take_job()
-        started = following is not None and fenced.start_task(session, following.claim, self.owner)
         try:
-            with self._claim_in(session) if self._inline_claims else contextlib.nullcontext():
+            started = following is not None and fenced.start_task(session, following.claim, self.owner)
+            with self._claim_in(session):
                 yield
         except BaseException:
-            if following is not None:  # its start rolled back with the commit: it waits again
+            if following is not None:  # not started (or its start rolled back): it waits again
                 self._jobs.put((following.claim.order(), following))
             raise
         if following is not None:
