@@ -100,12 +100,24 @@ def save_progress(session, claim, owner, progress, message):
 
 
 def heartbeat(session, owner, task_ids):
-    """Refresh the lease of these reserved or running tasks of owner."""
+    """Refresh the lease of these reserved or running tasks of owner.
+
+    Rows another transaction holds are skipped, not waited for: locking them all in
+    id order deadlocked on MySQL with a transaction that held one of them and wanted
+    another (seen with a finishing task that started its next one in its commit; a
+    bulk cancel does the same). Their writer refreshes or ends their lease; a row
+    whose writer rolled back is refreshed next time, well within the lease.
+    """
     if not task_ids:
+        return 0
+    free = session.scalars(
+        select(Task.id).where(Task.id.in_(task_ids), Task.owner == owner, Task.status.in_(HELD_STATES))
+        .with_for_update(skip_locked=True)).all()
+    if not free:
         return 0
     statement = by_primary_key(
         update(Task)
-        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status.in_(HELD_STATES))
+        .where(Task.id.in_(free), Task.owner == owner, Task.status.in_(HELD_STATES))
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )

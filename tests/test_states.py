@@ -7,8 +7,9 @@ from sqlalchemy import update
 import db
 from db import fenced, tasks
 from db.models import RunnerRecord, Task, utcnow
+from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
-from tests.conftest import MYSQL_URL, count_rows, wait_for
+from tests.conftest import MYSQL_URL, count_rows, mysql_only, wait_for
 from tests.sample_tasks import STOPS
 from tests.test_runner import enqueue, statuses_counted, task_row, wait_finished, wait_status
 
@@ -186,3 +187,24 @@ def test_the_migration_lets_an_existing_table_hold_reserved_tasks_and_back(empty
         assert [tuple(row) for row in rows] == [("running", 1, "p"), ("queued", 0, None)]
     finally:
         engine.dispose()
+
+
+@mysql_only
+def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(database, session):
+    """The heartbeat locked every held row in id order, so a transaction holding one of them and
+    wanting another deadlocked with it (seen on MariaDB). It now skips rows locked elsewhere."""
+    from sqlalchemy import text
+
+    ids = [tasks.insert_task(session, "noop", {}).id for _ in range(2)]
+    session.commit()
+    claims = tasks.claim_tasks(session, "w:1:a", 2)
+    session.commit()
+    finishing = session_factory()
+    try:
+        assert fenced.start_task(finishing, claims[1], "w:1:a")  # holds the row of ids[1]
+        with db.session_scope() as beat:
+            beat.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))  # fail fast, not hang
+            assert fenced.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped
+    finally:
+        finishing.rollback()
+        finishing.close()
