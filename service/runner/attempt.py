@@ -38,8 +38,8 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
     thread's registry Session, so a crash anywhere before commit undoes both;
     Session.remove() runs after every attempt, on every path. A task cancelled
     while it waited (or whose lease was taken back) does not run at all.
-    around_commit(session) wraps that commit (the thread pool starts its next attempt and
-    claims more work in it).
+    around_commit(session) wraps that commit (on SQLite the thread pool starts its next
+    attempt and claims more work in it).
     """
     claim = attempt.claim
     if attempt.started is None:  # else marked running in the commit that ended the one before

@@ -6,6 +6,11 @@ class TaskCancelled(Exception):
     """Raised in a task that must stop: it was cancelled (or, as TimeLimitExceeded, ran out of time)."""
 
 
+def time_limit_message(seconds):
+    """What a task stopped by its time limit records as its error."""
+    return f"time limit of {seconds:g}s exceeded"
+
+
 class TimeLimitExceeded(TaskCancelled):
     """Raised in a task that ran past its time limit: the attempt fails (retried only if
     the task's retry_on names this exception). A TaskCancelled, so cleanup code that
@@ -55,7 +60,7 @@ class TaskContext:
 
     def _stopped(self):
         if self._timed_out:
-            return TimeLimitExceeded(f"time limit of {self.time_limit:g}s exceeded")
+            return TimeLimitExceeded(time_limit_message(self.time_limit))
         return TaskCancelled("cancelled")
 
     def progress(self, percent, message=None):

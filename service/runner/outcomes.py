@@ -14,7 +14,7 @@ from db import Session, fenced, session_scope
 from db.dialect import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
-from service.runner.context import TimeLimitExceeded
+from service.runner.context import TimeLimitExceeded, time_limit_message
 from service.runner.registry import UnknownTask, registry
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def started(attempt, owner):
 def succeeded(attempt, owner, result, around_commit):
     """Record success in the transaction that holds the task's own writes, and commit both.
 
-    around_commit(session) wraps the commit (the thread pool starts its next attempt and claims in it).
+    around_commit(session) wraps the commit (on SQLite the thread pool starts its next attempt and claims in it).
     Returns False, having rolled back the task's writes, if the attempt is no longer ours.
     """
     claim = attempt.claim
@@ -100,7 +100,7 @@ def past_time_limit(attempt, owner, config):
     retry_on says so); whatever it returns later is discarded."""
     attempt.abandoned = True
     claim = attempt.claim
-    message = f"time limit of {claim.time_limit:g}s exceeded"
+    message = time_limit_message(claim.time_limit)
     again = _retries_time_limit(claim.name) and claim.attempt < claim.max_attempts
     with session_scope() as session:
         if again:
