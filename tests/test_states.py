@@ -9,12 +9,9 @@ from db import fenced, tasks
 from db.models import RunnerRecord, Task, utcnow
 from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
-from tests.conftest import MYSQL_URL, count_rows, mysql_only, wait_for
+from tests.conftest import count_rows, mysql_only, wait_for
 from tests.sample_tasks import STOPS
 from tests.test_runner import enqueue, statuses_counted, task_row, wait_finished, wait_status
-
-sqlite_only = pytest.mark.skipif(bool(MYSQL_URL), reason="a task starts in the last one's commit on SQLite only")
-
 
 def submit(client, task_name, **args):
     response = client.post("/api/tasks", json={"name": task_name, "args": args})
@@ -117,7 +114,6 @@ def test_a_context_says_why_it_stops():
     assert str(TimeLimitExceeded("x")) == "x" and issubclass(TimeLimitExceeded, TaskCancelled)
 
 
-@sqlite_only
 def test_a_worker_marks_its_next_task_running_in_the_commit_that_ends_the_last(make_runner, monkeypatch):
     from service.runner import outcomes
     from tests.test_runner import queue_rows
@@ -145,7 +141,7 @@ def test_a_next_task_whose_start_failed_in_the_last_commit_still_runs(make_runne
     start_task, counted, done, failures = fenced.start_task, outcomes._counted, [], []
 
     def fail_once_after_a_task_ended(session, claim, owner):
-        if done and not failures:  # on SQLite: inside the commit that ends the second task
+        if done and not failures:  # inside the commit that ends the second task
             failures.append(claim.id)
             raise OperationalError("UPDATE tasks", {}, Exception("database is locked"))
         return start_task(session, claim, owner)

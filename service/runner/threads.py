@@ -227,24 +227,20 @@ class ThreadExecutor(Executor):
 
     @contextlib.contextmanager
     def _finishing(self, session):
-        """Around a succeeding task's commit on SQLite: start this worker's next attempt in it,
-        and claim the next batch in it.
+        """Around a succeeding task's commit: start this worker's next attempt in it, and on
+        SQLite also claim the next batch in it.
 
-        The finishing task already holds SQLite's one write lock: the claim waits
-        for nobody, where the dispatcher's own claim would queue behind the busy
-        workers and leave them idle, and the next attempt is marked running
-        without a write turn of its own. Elsewhere each transaction locks only
-        its own rows: a second row in a finishing transaction could deadlock
-        with a statement that locks several (a heartbeat), so there a task
-        starts in a commit of its own and the dispatcher claims.
+        Starting the next attempt there saves it a commit of its own. On SQLite
+        the finishing task already holds the one write lock, so the claim there
+        waits for nobody, where the dispatcher's own claim would queue behind
+        the busy workers and leave them idle. Elsewhere each transaction locks
+        only its own rows and the dispatcher claims; the heartbeat skips rows
+        another transaction holds, so two rows here cannot deadlock with it.
         """
-        if not self._inline_claims:
-            yield
-            return
         following = self._take_job()
         try:
             started = following is not None and fenced.start_task(session, following.claim, self.owner)
-            with self._claim_in(session):
+            with self._claim_in(session) if self._inline_claims else contextlib.nullcontext():
                 yield
         except BaseException:
             if following is not None:  # not started (or its start rolled back): it waits again
