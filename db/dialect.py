@@ -6,6 +6,7 @@ errors are worth another attempt and how its engine is set up. Everything
 else in db/ asks `dialect_of(session)` instead of testing a name.
 """
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -24,6 +25,18 @@ MYSQL_READ_TIMEOUT = 600  # seconds to wait for one answer: the longest query a 
 MIGRATION_LOCK_TIMEOUT = 600  # seconds a migration waits for another process's to finish
 
 
+@dataclasses.dataclass(frozen=True)
+class Taking:
+    """One way to mark the rows a read picks and get them back as marked, in the two
+    shapes a database may need (its Dialect's `take` chooses)."""
+
+    returning: object  # UPDATE ... WHERE id IN (the pick) ... RETURNING the columns
+    pick: object  # the pick as a read of those columns, locking its rows
+    mark: object  # the UPDATE of the picked rows, by :ids
+    reread: object = None  # the marked rows read back, for when some changed in between
+    as_marked: object = None  # a picked row as the UPDATE left it (None: as it was)
+
+
 class MigrationLockTimeout(RuntimeError):
     """Another process held the migration lock for longer than MIGRATION_LOCK_TIMEOUT."""
 
@@ -33,11 +46,15 @@ class Dialect:
 
     name = "default"
     one_writer = False  # one write transaction at a time: claims may ride in a finishing task's commit
-    claim_returning = True  # claim in one UPDATE ... RETURNING, else a locked read then an UPDATE
     primary_key_hint = None  # (hint, dialect names) that makes an UPDATE by ids use the primary key
     count_running_by_reading = False  # GROUP BY over running rows picks a bad index: count in Python
     transient_codes = frozenset()  # driver error codes another attempt may not hit
     transient_words = ()  # words in a driver error message that mean the same
+
+    def take(self, connection, taking, params):
+        """Mark the rows taking picks and return them as marked (a Taking), in no order:
+        here one UPDATE ... RETURNING, which holds the write lock the least."""
+        return connection.execute(taking.returning, params).all()
 
     def engine_options(self, url, pool_size, max_overflow):
         """create_engine() options for this database."""
@@ -60,8 +77,10 @@ class Dialect:
         return postgresql.insert(table).on_conflict_do_nothing()
 
     def insert_returning_ids(self, connection, table, rows):
-        """Insert rows (dicts) into table in one call; return their ids in row order
-        (the SQLAlchemy dialect must have insert_executemany_returning_sort_by_parameter_order)."""
+        """Insert rows (dicts) into table; return their ids in row order. One call where the
+        driver can say which id is whose, else a row at a time (SQLite: in-process anyway)."""
+        if not connection.dialect.insert_executemany_returning_sort_by_parameter_order:
+            return [connection.execute(_plain_insert(table), row).inserted_primary_key[0] for row in rows]
         return connection.execute(_returning_insert(table), rows).scalars().all()
 
     @contextlib.contextmanager
@@ -130,7 +149,6 @@ class SQLite(Dialect):
 
 class MySQL(Dialect):
     name = "mysql"
-    claim_returning = False  # MariaDB's UPDATE has no RETURNING; MySQL's neither
     # Left to itself an UPDATE by ids may go through the status index, locking the
     # entries finishing tasks change at the same time: the two deadlock.
     primary_key_hint = ("FORCE INDEX (PRIMARY)", ("mysql", "mariadb"))
@@ -148,10 +166,23 @@ class MySQL(Dialect):
         4031,  # disconnected by the server for inactivity
     })
 
+    def take(self, connection, taking, params):
+        """MariaDB's UPDATE has no RETURNING (nor MySQL's): read the picked rows and lock them
+        (SKIP LOCKED keeps racing takers off each other's), then mark them by id."""
+        rows = connection.execute(taking.pick, params).all()
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        marked = connection.execute(taking.mark, {**params, "ids": ids}).rowcount
+        if marked != len(ids) and taking.reread is not None:  # unlocked rows changed: ask
+            return connection.execute(taking.reread, {**params, "ids": ids}).all()
+        return [taking.as_marked(row) for row in rows] if taking.as_marked else rows
+
     def insert_returning_ids(self, connection, table, rows):
         """MariaDB: one multi-row INSERT ... RETURNING, its SQL built once per row count
         (written with %s placeholders: for a driver that takes others, the generic way)."""
-        if connection.dialect.paramstyle not in ("format", "pyformat"):
+        if (connection.dialect.paramstyle not in ("format", "pyformat")
+                or not connection.dialect.insert_executemany_returning_sort_by_parameter_order):  # MySQL 8
             return super().insert_returning_ids(connection, table, rows)
         return multirow.insert_returning_ids(connection, table, rows)
 
@@ -208,6 +239,12 @@ def _lock_name(purpose, database):
     its databases); MySQL takes 64 characters at most."""
     name = f"{purpose}:{database}"
     return name if len(name) <= 64 else f"{purpose}:{hashlib.sha256(name.encode()).hexdigest()[:40]}"
+
+
+@functools.cache
+def _plain_insert(table):
+    """table's INSERT (built once)."""
+    return insert(table)
 
 
 @functools.cache

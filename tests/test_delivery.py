@@ -3,7 +3,7 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from db import delivery, fenced, queues, tasks
+from db import claims, delivery, fenced, queues, tasks
 from db.models import Task, utcnow
 
 
@@ -18,15 +18,15 @@ def queued(session, count, **values):
 def test_a_claim_by_ids_takes_only_queued_due_rows_and_never_one_it_already_runs(session):
     first, second, third = queued(session, 3)
     later = queued(session, 1, run_after=utcnow() + dt.timedelta(hours=1))[0]
-    claims = delivery.claim_tasks(session, [first, second], "host:1:a")
+    taken = claims.claim_delivered(session, [first, second], "host:1:a")
     session.commit()
-    assert [claim.id for claim in claims] == [first, second]
+    assert [claim.id for claim in taken] == [first, second]
     # A second delivery carrying a task this owner already runs, one new one and one not due.
-    again = delivery.claim_tasks(session, [second, third, later], "host:1:a")
+    again = claims.claim_delivered(session, [second, third, later], "host:1:a")
     session.commit()
     assert [claim.id for claim in again] == [third]
-    assert delivery.claim_tasks(session, [first, 424242], "host:2:b") == []
-    assert [claim.attempt for claim in claims + again] == [1, 1, 1]
+    assert claims.claim_delivered(session, [first, 424242], "host:2:b") == []
+    assert [claim.attempt for claim in taken + again] == [1, 1, 1]
 
 
 def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again(session):
@@ -44,7 +44,7 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
     session.commit()
     assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
     # Requeued by a retry: unpublished again, so the relay publishes it when due.
-    claim = delivery.claim_tasks(session, [stale[0]], "host:1:a")[0]
+    claim = claims.claim_delivered(session, [stale[0]], "host:1:a")[0]
     assert fenced.start_task(session, claim, "host:1:a")
     fenced.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
@@ -57,7 +57,7 @@ def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(se
     other = queued(session, 1, run_after=now - dt.timedelta(seconds=10), priority=5)[0]
     queues.set_paused(session, "mail", True)
     session.commit()
-    assert delivery.claim_tasks(session, mail, "host:1:a") == []  # delivered while paused
+    assert claims.claim_delivered(session, mail, "host:1:a") == []  # delivered while paused
     session.commit()
     assert set(session.scalars(select(Task.published_at).where(Task.id.in_(mail)))) == {None}
     assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(other, "default")]
@@ -66,7 +66,7 @@ def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(se
     session.commit()
     assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(mail[0], "mail"), (mail[1], "mail")]
     session.commit()
-    assert [claim.id for claim in delivery.claim_tasks(session, mail, "host:1:a")] == mail
+    assert [claim.id for claim in claims.claim_delivered(session, mail, "host:1:a")] == mail
 
 
 def test_the_relay_publishes_higher_priorities_first(session):

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 import db
-from db import fenced, limits, tasks
+from db import claims, fenced, limits, tasks
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
 from service.runner import housekeeping, submit
 from service.runner.registry import TaskRegistry
@@ -71,15 +71,15 @@ def test_a_limited_task_carries_its_key_per_task_or_per_argument_value(session):
 
 def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
     ids = enqueue(session, "limited", 5)
-    first = limits.claim_tasks(session, "a", 8)
+    first = claims.claim_due(session, "a", 8)
     session.commit()
     assert [claim.id for claim in first] == ids[:2]
-    assert limits.claim_tasks(session, "b", 8) == []  # both slots are held while reserved
+    assert claims.claim_due(session, "b", 8) == []  # both slots are held while reserved
     session.commit()
     assert fenced.start_task(session, first[0], "a")
     assert fenced.finish_task(session, first[0], "a", "succeeded")
     session.commit()
-    assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == ids[2:3]
+    assert [claim.id for claim in claims.claim_due(session, "b", 8)] == ids[2:3]
     session.commit()
     assert count_rows(Task, Task.status == "reserved") == 2
 
@@ -88,7 +88,7 @@ def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
 def test_each_value_of_the_key_argument_has_its_own_limit(session, one, other):
     first = enqueue(session, "per_customer", 3, customer=one)
     second = enqueue(session, "per_customer", 3, customer=other)
-    claimed = limits.claim_tasks(session, "a", 8)
+    claimed = claims.claim_due(session, "a", 8)
     session.commit()
     assert sorted(claim.id for claim in claimed) == [first[0], second[0]]
 
@@ -97,7 +97,7 @@ def test_a_limited_task_of_higher_priority_goes_first_and_what_does_not_fit_wait
     low = enqueue(session, "noop", 3)
     high = [submit.enqueue(session, "limited", {}, priority=5).id for _ in range(3)]
     session.commit()
-    claimed = limits.claim_tasks(session, "a", 3)
+    claimed = claims.claim_due(session, "a", 3)
     session.commit()
     assert [claim.id for claim in claimed] == [high[0], high[1], low[0]]
     waiting = session.execute(select(Task.id, Task.status, Task.owner, Task.attempts)
@@ -109,11 +109,11 @@ def test_plain_claims_and_deliveries_never_take_a_limited_task(session):
     from db import delivery
 
     ids = enqueue(session, "limited", 3)
-    assert tasks.claim_tasks(session, "a", 8) == []
+    assert claims.claim_unlimited(session, "a", 8) == []
     session.commit()
-    assert [claim.id for claim in delivery.claim_tasks(session, ids, "b")] == ids[:2]
+    assert [claim.id for claim in claims.claim_delivered(session, ids, "b")] == ids[:2]
     session.commit()
-    assert delivery.claim_tasks(session, ids[2:], "c") == []  # full: waits, to be published again
+    assert claims.claim_delivered(session, ids[2:], "c") == []  # full: waits, to be published again
     session.commit()
     assert session.scalar(select(Task.published_at).where(Task.id == ids[2])) is None
 
@@ -122,7 +122,7 @@ def test_the_relay_does_not_publish_a_key_that_is_full(session):
     from db import delivery
 
     ids = enqueue(session, "limited", 3)
-    limits.claim_tasks(session, "a", 8)
+    claims.claim_due(session, "a", 8)
     session.commit()
     assert delivery.take_unpublished(session, 10, None, grace=0) == []
     session.commit()
@@ -139,7 +139,7 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
     session.commit()
     assert delivery.take_unpublished(session, 10, None, grace=0) == []  # both slots spoken for
     session.commit()
-    [claim] = delivery.claim_tasks(session, [ids[0]], "w")
+    [claim] = claims.claim_delivered(session, [ids[0]], "w")
     session.commit()
     assert fenced.start_task(session, claim, "w")
     assert fenced.finish_task(session, claim, "w", "succeeded")
@@ -149,34 +149,34 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
 
 def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     ids = enqueue(session, "limited", 3)
-    for claim in limits.claim_tasks(session, "dead", 8):
+    for claim in claims.claim_due(session, "dead", 8):
         assert fenced.start_task(session, claim, "dead")
     session.commit()
     session.execute(update(Task).where(Task.status == "running")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
     session.commit()
-    assert limits.claim_tasks(session, "alive", 8) == []  # still counted while its row runs
+    assert claims.claim_due(session, "alive", 8) == []  # still counted while its row runs
     session.commit()
     assert fenced.recover_expired(session, 30) == (2, 0)
     session.commit()
     # Both slots free again: the one that waited (due first), then a requeued one (due now).
-    assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == [ids[2], ids[0]]
+    assert [claim.id for claim in claims.claim_due(session, "alive", 8)] == [ids[2], ids[0]]
 
 
 def test_a_slot_reserved_past_its_lease_frees_and_the_task_keeps_its_place(session):
     ids = enqueue(session, "limited", 3)
-    limits.claim_tasks(session, "dead", 8)  # reserved, never started
+    claims.claim_due(session, "dead", 8)  # reserved, never started
     session.commit()
     session.execute(update(Task).where(Task.status == "reserved")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
     session.commit()
-    assert limits.claim_tasks(session, "alive", 8) == []  # a reserved row holds its slot
+    assert claims.claim_due(session, "alive", 8) == []  # a reserved row holds its slot
     session.commit()
     assert fenced.recover_expired(session, 30) == (2, 0)
     session.commit()
     rows = session.scalars(select(Task).where(Task.id.in_(ids[:2]))).all()
     assert {(row.status, row.attempts, row.owner) for row in rows} == {("queued", 0, None)}
-    assert [claim.id for claim in limits.claim_tasks(session, "alive", 8)] == ids[:2]
+    assert [claim.id for claim in claims.claim_due(session, "alive", 8)] == ids[:2]
     session.commit()
 
 
@@ -247,17 +247,17 @@ def test_a_slot_held_by_a_killed_process_frees_after_its_lease(shared_db, tmp_pa
 
 def test_a_process_that_declares_no_limit_still_claims_limited_rows_that_wait(session):
     ids = enqueue(session, "limited", 3)  # queued under a declaration this process has not
-    claimer = limits.Claimer(lambda: False)
-    assert [claim.id for claim in claimer.claim_tasks(session, "a", 8)] == ids[:2]
+    claimer = claims.Claimer(lambda: False)
+    assert [claim.id for claim in claimer.claim(session, "a", 8)] == ids[:2]
     session.commit()
-    assert claimer.claim_tasks(session, "a", 8) == []  # the limit still holds
+    assert claimer.claim(session, "a", 8) == []  # the limit still holds
     session.commit()
 
 
 def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):
     ids = [tasks.insert_task(session, "noop", {}, limit_key="k", concurrency=n).id for n in (5, 5, 2, 5)]
     session.commit()
-    assert [claim.id for claim in limits.claim_tasks(session, "a", 8)] == ids[:2]
+    assert [claim.id for claim in claims.claim_due(session, "a", 8)] == ids[:2]
     session.commit()
 
 
@@ -289,7 +289,7 @@ def test_idle_limit_keys_are_forgotten_a_batch_at_a_time_and_keys_in_use_stay(se
 
 def test_a_claim_makes_a_forgotten_key_again_and_its_limit_still_holds(session):
     ids = enqueue(session, "limited", 3)
-    assert len(limits.claim_tasks(session, "a", 8)) == 2
+    assert len(claims.claim_due(session, "a", 8)) == 2
     session.execute(update(Task).where(Task.id.in_(ids)).values(status="succeeded", owner=None))
     session.execute(update(TaskLimit).values(created_at=utcnow() - dt.timedelta(days=8)))
     session.commit()
@@ -297,7 +297,7 @@ def test_a_claim_makes_a_forgotten_key_again_and_its_limit_still_holds(session):
     session.commit()
     assert limit_keys() == []
     more = enqueue(session, "limited", 3)
-    assert [claim.id for claim in limits.claim_tasks(session, "b", 8)] == more[:2]
+    assert [claim.id for claim in claims.claim_due(session, "b", 8)] == more[:2]
     session.commit()
     assert limit_keys() == ["limited"]
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import session as orm_session
 
 import db
-from db import fenced, tasks
+from db import claims, fenced, tasks
 from db.models import Task, User, utcnow
 from db.session import session_factory
 from service.runner import QueueFull, submit
@@ -258,16 +258,16 @@ def test_a_task_given_back_at_shutdown_keeps_its_place_in_the_queue(database):
         second_id = tasks.insert_task(s, "noop", {}).id
         first_id, due = first.id, first.run_after
     with db.session_scope() as s:
-        [claim] = tasks.claim_tasks(s, "stopping", 1)
+        [claim] = claims.claim_unlimited(s, "stopping", 1)
         assert claim.id == first_id
     with db.session_scope() as s:
         assert fenced.release_task(s, claim, "stopping", started=False)
     assert task_row(first_id).run_after == due  # not sent behind the tasks queued after it
     with db.session_scope() as s:
-        claims = tasks.claim_tasks(s, "next", 2)
-        assert [c.id for c in claims] == [first_id, second_id]
+        taken = claims.claim_unlimited(s, "next", 2)
+        assert [c.id for c in taken] == [first_id, second_id]
     with db.session_scope() as s:  # one that ran when it was cut short is due from now
-        assert fenced.release_task(s, claims[0], "next", started=True)
+        assert fenced.release_task(s, taken[0], "next", started=True)
     assert task_row(first_id).run_after > due + dt.timedelta(seconds=0.5)
 
 
@@ -356,14 +356,14 @@ def statuses(ids):
 def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runner, monkeypatch):
     # The dispatcher's own claim would queue for SQLite's write lock behind busy workers.
     claimed_by = []
-    claim = tasks.claim_tasks
+    claim = claims.claim_unlimited
 
     def recording(session, owner, limit, queues=None):
-        claims = claim(session, owner, limit, queues)
-        claimed_by.extend(threading.current_thread().name for _ in claims)
-        return claims
+        taken = claim(session, owner, limit, queues)
+        claimed_by.extend(threading.current_thread().name for _ in taken)
+        return taken
 
-    monkeypatch.setattr(tasks, "claim_tasks", recording)
+    monkeypatch.setattr(claims, "claim_unlimited", recording)
     ids = queue_rows(200)
     make_runner(workers=2)
     rows = wait_finished(ids)
@@ -415,7 +415,7 @@ def test_a_claim_that_finds_nothing_leaves_the_surrounding_transaction_alone(dat
     try:
         session.add(User(name="kept", age=1))
         session.flush()
-        assert tasks.claim_tasks(session, "someone", 4) == []
+        assert claims.claim_unlimited(session, "someone", 4) == []
         session.commit()
     finally:
         session.close()
@@ -538,7 +538,7 @@ def test_updates_by_id_find_rows_by_primary_key_not_by_the_status_index(database
     running = session.scalars(select(Task.id).where(Task.status == "running")).all()
     sent = updates_sent(database, session, lambda s: fenced.heartbeat(s, "me", running))
     sent += updates_sent(database, session, lambda s: fenced.recover_expired(s, 30))
-    sent += updates_sent(database, session, lambda s: tasks.claim_tasks(s, "you", 8))
+    sent += updates_sent(database, session, lambda s: claims.claim_unlimited(s, "you", 8))
     assert len(sent) == 4  # the heartbeat, the two recovery updates and the claim
     for statement, parameters in sent:
         plan = session.connection().exec_driver_sql("EXPLAIN " + statement, parameters)

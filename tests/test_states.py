@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import update
 
 import db
-from db import fenced, tasks
+from db import claims, fenced, tasks
 from db.models import RunnerRecord, Task, utcnow
 from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
@@ -59,9 +59,9 @@ def test_a_task_claimed_ahead_is_reserved_not_running_and_cancels_at_once(make_a
 def test_a_reserved_task_of_a_lost_process_goes_back_to_its_place_in_line(database, session):
     ids = [tasks.insert_task(session, "noop", {}).id for _ in range(3)]
     session.commit()
-    claims = tasks.claim_tasks(session, "lost:1:a", 2)
+    taken = claims.claim_unlimited(session, "lost:1:a", 2)
     session.commit()
-    assert [claim.id for claim in claims] == ids[:2]
+    assert [claim.id for claim in taken] == ids[:2]
     due_before = task_row(ids[0]).run_after
     session.execute(update(Task).where(Task.status == "reserved")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
@@ -70,8 +70,8 @@ def test_a_reserved_task_of_a_lost_process_goes_back_to_its_place_in_line(databa
     session.commit()
     row = task_row(ids[0])
     assert (row.status, row.owner, row.attempts, row.run_after) == ("queued", None, 0, due_before)
-    assert not fenced.start_task(session, claims[0], "lost:1:a")  # the lost process cannot start it
-    assert [claim.id for claim in tasks.claim_tasks(session, "alive:1:b", 3)] == ids
+    assert not fenced.start_task(session, taken[0], "lost:1:a")  # the lost process cannot start it
+    assert [claim.id for claim in claims.claim_unlimited(session, "alive:1:b", 3)] == ids
 
 
 def test_a_task_stopped_by_its_time_limit_fails_saying_so(runner):
@@ -193,11 +193,11 @@ def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(databas
 
     ids = [tasks.insert_task(session, "noop", {}).id for _ in range(2)]
     session.commit()
-    claims = tasks.claim_tasks(session, "w:1:a", 2)
+    taken = claims.claim_unlimited(session, "w:1:a", 2)
     session.commit()
     finishing = session_factory()
     try:
-        assert fenced.start_task(finishing, claims[1], "w:1:a")  # holds the row of ids[1]
+        assert fenced.start_task(finishing, taken[1], "w:1:a")  # holds the row of ids[1]
         with db.session_scope() as beat:
             beat.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))  # fail fast, not hang
             assert fenced.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped

@@ -29,7 +29,7 @@ from amqp.exceptions import ChannelError
 from celery import signals
 
 import db
-from db import HeldConnection, delivery, session_scope
+from db import HeldConnection, claims, delivery, session_scope
 from service import logs
 from service.config import load_config, refuse_in_one_line
 from service.runner import outcomes, submit
@@ -96,8 +96,8 @@ class WorkerProcess:
         if not task_ids:
             return
         with session_scope() as session:
-            claims = delivery.claim_tasks(session, task_ids, self.owner)
-        attempts = [Attempt(claim) for claim in claims]
+            taken = claims.claim_delivered(session, task_ids, self.owner)
+        attempts = [Attempt(claim) for claim in taken]
         with self.lock:
             self.attempts.update((attempt.claim.id, attempt) for attempt in attempts)
         unstarted = list(attempts)

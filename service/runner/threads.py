@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from db import HeldConnection, Session, fenced, limits, session_scope, tasks
+from db import HeldConnection, Session, claims, fenced, session_scope
 from service import metrics
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
@@ -73,8 +73,7 @@ class ThreadExecutor(Executor):
             self._stopping = threading.Event()
             self._wake = threading.Event()
             self._submitted = False  # the last wake-up came from a submit
-            # The limited step costs a drain of plain tasks ~4% on SQLite: taken only when needed.
-            self._claimer = limits.Claimer(registry.has_limits)
+            self._claimer = claims.Claimer(registry.has_limits)
             self._jobs = queue.PriorityQueue()  # (claim order, Attempt): the claimed, highest priority first
             self._handing = threading.Lock()  # claims reach _jobs in the order they were claimed
             self._active = {}  # task id -> Attempt, claimed by this process
@@ -82,7 +81,7 @@ class ThreadExecutor(Executor):
             self._local = threading.local()  # a worker's next attempt, started in its last commit
             metrics.set_workers(0, self.config.workers)
             with session_scope() as session:  # not the caller's registry Session
-                self._inline_claims = tasks.one_writer(session)
+                self._inline_claims = claims.claims_ride_in_commits(session)
             self._upkeep = Upkeep(self.owner, self.config, self._held)
             submit.on_commit(self._on_enqueued)
             self._changed = threading.Condition()
@@ -274,7 +273,7 @@ class ThreadExecutor(Executor):
         handing = False
         try:
             if limit:
-                claims = self._claimer.claim_tasks(session, self.owner, limit, self.config.queues)
+                claims = self._claimer.claim(session, self.owner, limit, self.config.queues)
             if claims:
                 # Held from the claim to the hand-over: a claim that commits later
                 # (claims take the database's write lock in turn) reaches the

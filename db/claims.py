@@ -1,0 +1,277 @@
+"""Claims: which queued tasks are due, and reserving them for an owner or giving them back.
+
+Every claim is one conditional UPDATE of queued rows to reserved, with the
+owner and a fresh lease: two claimers racing for a row cannot both win, and a
+duplicate or stray claim takes nothing. How a database runs that UPDATE (one
+statement with RETURNING, or a locked read first) is its Dialect's `take`.
+
+- claim_unlimited: the first due tasks that no concurrency limit governs.
+- claim_limited: due limited tasks, none beyond its key's free slots.
+- claim_due: both, the first `limit` of them in claim order (the thread pool's claim).
+- claim_delivered: the given ids, if due (a broker's deliveries).
+- give_back: reserved tasks back to the queue, the claim not counted.
+"""
+import dataclasses
+import datetime as dt
+import time
+
+from sqlalchemy import bindparam, func, select, update
+
+from db.dialect import Taking, by_primary_key, dialect_of
+from db.fenced import new_value
+from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a worker needs to run one attempt of a task: plain values, no ORM object."""
+
+    id: int
+    name: str
+    args: dict
+    attempt: int
+    max_attempts: int
+    time_limit: float | None
+    cancel_requested: bool
+    run_after: dt.datetime  # when it became due: its wait in the queue ends at its start
+    priority: int = 0
+
+    def order(self):
+        """Its place in claim order: highest priority, then earliest due, then oldest."""
+        return -self.priority, self.run_after, self.id
+
+
+# The statements are built once: reusing one statement object lets SQLAlchemy
+# skip compiling it again for every claim.
+_table = Task.__table__
+_c = _table.c
+_NOW = bindparam("now", type_=_c.run_after.type)
+_IDS = bindparam("ids", expanding=True)
+CLAIM_ORDER = (_c.priority.desc(), _c.run_after, _c.id)
+CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
+                 _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields
+PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
+
+
+def due_terms(now=_NOW):
+    """The WHERE terms of a due task: queued, due by now, and not in a paused queue."""
+    return [_c.status == QUEUED, _c.run_after <= now, _c.queue.not_in(PAUSED.scalar_subquery())]
+
+
+# The lease starts at the claim; started_at waits for a worker (fenced.start_task).
+_RESERVE = dict(status=RESERVED, owner=new_value("owner"), attempts=_c.attempts + 1,
+                started_at=None, heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
+_RESERVE_IDS = by_primary_key(update(_table).where(_c.id.in_(_IDS), _c.status == QUEUED)
+                              .values(**_RESERVE))
+_RESERVED_BY_US = (select(*CLAIM_COLUMNS)
+                   .where(_c.id.in_(_IDS), _c.owner == new_value("owner"), _c.status == RESERVED,
+                          _c.heartbeat_at == bindparam("v_now", type_=_c.heartbeat_at.type))
+                   .order_by(*CLAIM_ORDER))
+
+
+def _as_reserved(row):
+    """A due row read before its UPDATE, as the UPDATE left it: one more attempt."""
+    return (*row[:3], row.attempts + 1, *row[4:])
+
+
+def _unlimited_due(served):
+    """The due rows no limit governs, in claim order; served: only the :queues list."""
+    where = [*due_terms(), _c.limit_key.is_(None)]  # limited tasks: claim_limited takes them
+    if served:
+        where.append(_c.queue.in_(bindparam("queues", expanding=True)))
+    return (select(_c.id).where(*where).order_by(*CLAIM_ORDER).limit(bindparam("limit"))
+            .with_for_update(skip_locked=True))  # where rows lock: claimers keep off each other's
+
+
+_UNLIMITED = {  # served (a queues list given) -> its Taking, built once
+    served: Taking(
+        returning=(update(_table).where(_c.id.in_(_unlimited_due(served).scalar_subquery()),
+                                        _c.status == QUEUED)
+                   .values(**_RESERVE).returning(*CLAIM_COLUMNS)),
+        pick=_unlimited_due(served).with_only_columns(*CLAIM_COLUMNS),
+        mark=_RESERVE_IDS, reread=_RESERVED_BY_US, as_marked=_as_reserved)
+    for served in (False, True)
+}
+
+
+def claim_unlimited(session, owner, limit, queues=None):
+    """Reserve up to limit due tasks that no concurrency limit governs for owner; return their
+    Claims in claim order. Only from queues (all if None).
+
+    A reserved task waits for one of owner's workers; it is running only once
+    fenced.start_task marks it so.
+    """
+    now = utcnow()
+    params = {"now": now, "limit": limit, "v_owner": owner, "v_now": now}
+    if queues is not None:
+        params["queues"] = list(queues)
+    # Core statements on the session's connection: past the ORM's bulk-update machinery.
+    rows = dialect_of(session).take(session.connection(), _UNLIMITED[queues is not None], params)
+    return sorted((Claim(*row) for row in rows), key=Claim.order)
+
+
+# Slots taken per limit key: its reserved and running tasks (ix_tasks_limit: status, limit_key).
+_held = _table.alias("held")
+HELD_PER_KEY = (select(_held.c.limit_key, func.count().label("held"))
+                .where(_held.c.status.in_(HELD_STATES), _held.c.limit_key.is_not(None))
+                .group_by(_held.c.limit_key))
+
+
+def _fitting(where):
+    """The ids of the rows matching where that fit their key's free slots, in claim order,
+    counting the ones ahead of them in claim order as taken."""
+    held = HELD_PER_KEY.subquery()
+    ranked = (
+        # A key's limit is the lowest among its waiting tasks (a deploy may have changed it).
+        select(_c.id, _c.priority, _c.run_after,
+               func.min(_c.concurrency).over(partition_by=_c.limit_key).label("concurrency"),
+               func.coalesce(held.c.held, 0).label("held"),
+               func.row_number().over(partition_by=_c.limit_key, order_by=CLAIM_ORDER).label("place"))
+        .select_from(_table.outerjoin(held, held.c.limit_key == _c.limit_key))
+        .where(*where)
+        .subquery()
+    )
+    return (select(ranked.c.id).where(ranked.c.held + ranked.c.place <= ranked.c.concurrency)
+            .order_by(ranked.c.priority.desc(), ranked.c.run_after, ranked.c.id))
+
+
+def fitting_limited_ids(now):
+    """The ids of due limited tasks that fit their key's free slots (the Celery relay
+    publishes only those)."""
+    return _fitting([*due_terms(now), _c.limit_key.is_not(None)])
+
+
+def _limited_statements(served, given):
+    """(keys of due limited rows, ids that fit their key's free slots in claim order)."""
+    where = [*due_terms(), _c.limit_key.is_not(None)]
+    if served:
+        where.append(_c.queue.in_(bindparam("queues", expanding=True)))
+    if given:
+        where.append(_c.id.in_(_IDS))
+    keys = select(_c.limit_key).where(*where).distinct()
+    fitting = _fitting([*where, _c.limit_key.in_(bindparam("keys", expanding=True))])
+    return keys, fitting.limit(bindparam("limit"))
+
+
+_LIMITED = {(served, given): _limited_statements(served, given)
+            for served in (False, True) for given in (False, True)}
+
+
+def claim_limited(session, owner, limit, queues=None, task_ids=None):
+    """Reserve up to limit due limited tasks for owner, none beyond its key's concurrency;
+    return their Claims in claim order. queues: only those (all if None); task_ids: only those.
+
+    Claimers of one key take turns: each first writes the key's task_limits row
+    (a row lock on MySQL, the write lock on SQLite) and only then counts its
+    held rows. Nothing but reserved and running rows holds a slot, so a slot
+    held by a process that died frees when lease recovery requeues its task.
+    """
+    now = utcnow()
+    keys_of, fitting = _LIMITED[queues is not None, task_ids is not None]
+    params = {"now": now}
+    if queues is not None:
+        params["queues"] = list(queues)
+    if task_ids is not None:
+        params["ids"] = list(task_ids)
+    keys = sorted(session.scalars(keys_of, params))
+    if not keys:
+        return []
+    # Take the keys' turns, in one order everywhere so two claimers cannot deadlock.
+    session.execute(dialect_of(session).insert_or_keep(TaskLimit.__table__),
+                    [{"limit_key": key, "created_at": now} for key in keys])
+    ids = list(session.scalars(fitting, {**params, "keys": keys, "limit": limit}))
+    if not ids:
+        return []
+    reserved = {"ids": ids, "v_owner": owner, "v_now": now}
+    session.execute(_RESERVE_IDS, reserved)
+    return [Claim(*row) for row in session.execute(_RESERVED_BY_US, reserved)]
+
+
+_GIVE_BACK = by_primary_key(
+    update(_table).where(_c.id.in_(_IDS), _c.owner == bindparam("v_owner"), _c.status == RESERVED)
+    .values(status=QUEUED, owner=None, attempts=_c.attempts - 1))
+
+
+def give_back(session, task_ids, owner):
+    """Put tasks owner reserved in this transaction back in the queue, the claim not counted."""
+    if task_ids:
+        session.execute(_GIVE_BACK, {"ids": list(task_ids), "v_owner": owner})
+
+
+def claim_due(session, owner, limit, queues=None):
+    """Reserve the first limit due tasks, limited or not, in claim order; return their Claims."""
+    unlimited = claim_unlimited(session, owner, limit, queues)
+    limited = claim_limited(session, owner, limit, queues)
+    if not limited:
+        return unlimited
+    claims = sorted(unlimited + limited, key=Claim.order)
+    # Those past the limit go back, unseen: this transaction has not committed.
+    give_back(session, [claim.id for claim in claims[limit:]], owner)
+    return claims[:limit]
+
+
+_DELIVERED = by_primary_key(
+    update(_table).where(_c.id.in_(_IDS), *due_terms(), _c.limit_key.is_(None)).values(**_RESERVE))
+
+
+_UNPUBLISH = by_primary_key(update(_table).where(_c.id.in_(_IDS), _c.status == QUEUED)
+                            .values(published_at=None))
+
+
+def claim_delivered(session, task_ids, owner):
+    """Reserve for owner those of task_ids that are due and (if limited) within their key's
+    concurrency; return their Claims.
+
+    The others (reserved, running, finished, not due, paused, at their limit, unknown) are
+    not ours to run: a duplicate or stray delivery claims nothing.
+    """
+    now = utcnow()
+    params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
+    taken = session.execute(_DELIVERED, params).rowcount
+    claims = [Claim(*row) for row in session.execute(_RESERVED_BY_US, params)] if taken else []
+    if len(claims) < len(params["ids"]):
+        rest = sorted(set(params["ids"]) - {claim.id for claim in claims})
+        claims += claim_limited(session, owner, len(rest), task_ids=rest)
+    if len(claims) < len(params["ids"]):
+        # Still queued: not due by this clock (another host's ran ahead, or a retry's delay),
+        # its queue is paused or its key is at its limit. Unpublished again, so a relay sends
+        # it when it can run, not CELERY_REPUBLISH_AFTER later.
+        session.execute(_UNPUBLISH, params)
+    return claims
+
+
+_ANY_LIMITED_WAITING = select(_c.id).where(_c.status == QUEUED, _c.limit_key.is_not(None)).limit(1)
+
+
+class Claimer:
+    """A process's claims: with the limited step while it declares a limited task, or while
+    any limited task waits (looked up at most every `every` seconds), so that rows queued
+    under a declaration a deploy has since removed are still claimed.
+
+    The limited step costs a drain of plain tasks ~4% on SQLite: taken only when needed.
+    """
+
+    def __init__(self, declares_limits, every=1.0):
+        self.declares_limits = declares_limits  # () -> bool
+        self.every = every
+        self._looked_at = -float("inf")
+        self._waiting = False
+
+    def claim(self, session, owner, limit, queues=None):
+        """claim_due() if limited tasks may wait, else claim_unlimited()."""
+        if self.declares_limits() or self._some_waiting(session):
+            return claim_due(session, owner, limit, queues)
+        return claim_unlimited(session, owner, limit, queues)
+
+    def _some_waiting(self, session):
+        now = time.monotonic()
+        if now - self._looked_at >= self.every:
+            self._looked_at = now
+            self._waiting = session.execute(_ANY_LIMITED_WAITING).first() is not None
+        return self._waiting
+
+
+def claims_ride_in_commits(session):
+    """True where a claim is best made inside a finishing task's commit: the database lets
+    one transaction write at a time (SQLite), which that commit already holds."""
+    return dialect_of(session).one_writer
