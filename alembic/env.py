@@ -4,9 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from db.dialect import dialect_named
+from db.dialects import dialect_for_url
 from db.models import Base
-from db.session import ensure_sqlite_file
 from service.config import check_database_url, database_url, refuse_in_one_line
 
 config = context.config
@@ -24,7 +23,7 @@ def url():
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Compare only what the models make on this database (db.models.sqlite_only), and
+    """Compare only what the models make on this database (db.dialects.with_partial_indexes), and
     leave out what alembic cannot compare (info compare=False: its test checks it)."""
     if type_ != "index":
         return True
@@ -34,7 +33,7 @@ def include_object(obj, name, type_, reflected, compare_to):
     if reflected and compare_to is None and name in _uncompared():
         return False
     dialect = context.get_context().dialect.name
-    return obj.info.get("dialect", dialect) == dialect
+    return dialect in obj.info.get("dialects", (dialect,))
 
 
 def _uncompared():
@@ -53,12 +52,12 @@ def run_migrations_online():
     from sqlalchemy.engine import make_url
 
     target = make_url(url())
-    if target.get_backend_name() == "sqlite":
-        ensure_sqlite_file(target)
+    dialect = dialect_for_url(target)
+    dialect.prepare(target)
     engine = create_engine(target, poolclass=pool.NullPool)
     # Processes that migrate at once (make run and make worker each do) take turns: the
     # lock is taken before alembic reads the version, so a later one finds head and stops.
-    with engine.connect() as connection, dialect_named(engine.dialect.name).migration_lock(connection):
+    with engine.connect() as connection, dialect.migration_lock(connection):
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True, compare_type=True, include_object=include_object)
         with context.begin_transaction():

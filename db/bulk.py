@@ -7,7 +7,7 @@ import collections
 
 from sqlalchemy import func, select, update
 
-from db.dialect import by_primary_key
+from db.dialects import by_primary_key
 from db.models import CANCELLED, FAILED, QUEUED, RESERVED, RUNNING, Task, utcnow
 from db.tasks import CANCEL_WAITING, _matching
 

@@ -17,7 +17,7 @@ import time
 
 from sqlalchemy import bindparam, func, select, update
 
-from db.dialect import Taking, by_primary_key, dialect_of
+from db.dialects import Taking, by_primary_key, dialect_of
 from db.fenced import new_value
 from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
 
@@ -248,7 +248,7 @@ class Claimer:
     any limited task waits (looked up at most every `every` seconds), so that rows queued
     under a declaration a deploy has since removed are still claimed.
 
-    The limited step costs a drain of plain tasks ~4% on SQLite: taken only when needed.
+    The limited step costs every claim a few statements: taken only when needed.
     """
 
     def __init__(self, declares_limits, every=1.0):

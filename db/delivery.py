@@ -9,7 +9,7 @@ import datetime as dt
 from sqlalchemy import bindparam, or_, select, update
 
 from db import claims
-from db.dialect import Taking, by_primary_key, dialect_of
+from db.dialects import Taking, by_primary_key, dialect_of
 from db.models import QUEUED, Task, utcnow
 
 _table = Task.__table__

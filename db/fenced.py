@@ -9,7 +9,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, select, update
 
-from db.dialect import by_primary_key
+from db.dialects import by_primary_key
 from db.models import (FAILED, FINISHED_STATES, HELD_STATES, QUEUED, RESERVED, RUNNING, SUCCEEDED,
                        Task, utcnow)
 

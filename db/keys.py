@@ -9,7 +9,7 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from db.dialect import dialect_of
+from db.dialects import dialect_of
 from db.models import FINISHED_STATES, Task, TaskKey, utcnow
 
 

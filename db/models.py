@@ -18,8 +18,9 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.dialects import column_type, partial_where, with_partial_indexes
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -29,11 +30,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Microseconds on MySQL too: leases, ordering and timings need sub-second precision.
-Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-# Keys compared byte for byte, as SQLite and Python compare them (MySQL's default
-# collation ignores case: "aB" and "Ab" would be one idempotency key there).
-ExactKey = String(200).with_variant(mysql.VARCHAR(200, collation="utf8mb4_bin"), "mysql", "mariadb")
+# Sub-second precision everywhere: leases, ordering and timings need it.
+Timestamp = column_type(DateTime(), "timestamp")
+# Keys compared byte for byte, as Python compares them: "aB" and "Ab" are two idempotency keys.
+ExactKey = column_type(String(200), "exact key")
 
 # reserved: claimed ahead by a task process, waiting for one of its workers (not running yet).
 QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -57,12 +57,6 @@ MAX_ID = 2**31 - 1
 def utcnow():
     """Return the current UTC time as a naive datetime (how every column stores it)."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def sqlite_only(index):
-    """An index made on SQLite only; info tells alembic's comparison (alembic/env.py) so."""
-    index.info["dialect"] = "sqlite"
-    return index.ddl_if(dialect="sqlite")
 
 
 class Base(DeclarativeBase):
@@ -100,18 +94,18 @@ class Task(Base):
         # to their own claim index-only.
         # (alembic cannot compare a DESC column: tests/test_migrations.py checks it instead)
         Index("ix_tasks_claim", "status", desc("priority"), "run_after", "id", "name", "queue",
-              "limit_key", sqlite_where=text("status = 'queued'"), info={"compare": False}),
+              "limit_key", **partial_where(text("status = 'queued'")), info={"compare": False}),
         # Tasks under a concurrency limit: how many of a key run, and its due ones in
         # claim order. On SQLite only limited tasks are in it.
         Index("ix_tasks_limit", "status", "limit_key", desc("priority"), "run_after", "id",
-              sqlite_where=text("limit_key IS NOT NULL"), info={"compare": False}),
+              **partial_where(text("limit_key IS NOT NULL")), info={"compare": False}),
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.
         Index("ix_tasks_finished_at", "finished_at"),
         # SQLite only (MySQL's status index serves these): reserved and running rows for lease
         # recovery and counts, failed and cancelled rows for their lists, without
         # a scan of the table. Few rows are ever in them.
-        *(sqlite_only(Index(f"ix_tasks_{status}", "id", sqlite_where=text(f"status = '{status}'")))
+        *(with_partial_indexes(Index(f"ix_tasks_{status}", "id", **partial_where(text(f"status = '{status}'"))))
           for status in (RESERVED, RUNNING, FAILED, CANCELLED)),
     )
 
@@ -198,7 +192,7 @@ class TaskKey(Base):
 class TaskTotal(Base):
     """Finished tasks per name and status, rolled up to TaskRollup.rolled_until.
 
-    Counting a million rows at every look takes 40-90 ms; these few rows
+    Counting a million rows at every look is slow; these few rows
     plus the tasks finished since the roll-up give the same number at once.
     """
 

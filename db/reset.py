@@ -2,7 +2,7 @@
 from sqlalchemy import delete
 
 from db import stats
-from db.dialect import dialect_of
+from db.dialects import dialect_of
 from db.models import Task, User
 
 

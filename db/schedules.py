@@ -1,7 +1,7 @@
 """Recurring tasks' slots: each slot of a schedule is taken once, by whichever scheduler comes first."""
 from sqlalchemy import select, update
 
-from db.dialect import dialect_of
+from db.dialects import dialect_of
 from db.models import TaskSchedule, utcnow
 
 

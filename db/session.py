@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import scoped_session, sessionmaker
 
-from db.dialect import dialect_named
+from db.dialects import dialect_for_url
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,14 @@ _engine = None
 def init_engine(url, pool_size=10, max_overflow=10, echo=False, write_turn=False):
     """Create the engine for url, bind the session registry to it and return it.
 
-    write_turn: SQLite's writers take turns (db.write_turn), worth it where several
+    write_turn: SQLite's writers take turns (db.dialects.sqlite_turn), worth it where several
     processes write; without, they meet in SQLite's busy handler.
     """
     global _engine
     url = make_url(url)
-    dialect = dialect_named(url.get_backend_name())
-    dialect.check_url(url)
+    dialect = dialect_for_url(url)
+    dialect.refuse_url(url)
+    dialect.prepare(url)
     options = {"echo": echo, **dialect.engine_options(url, pool_size, max_overflow)}
     if _engine is not None:
         dispose_engine()
@@ -66,8 +67,8 @@ def _mark_used(dbapi_connection, connection_record, *_):
 def _ping_if_idle(dialect, dbapi_connection, connection_record, connection_proxy):
     """The pool's liveness check, only for a connection idle longer than PING_AFTER.
 
-    pool_pre_ping pings on every checkout: on MySQL that was a round trip per
-    request, 42% of a submit's time under load. A connection used within the
+    pool_pre_ping pings on every checkout: on MySQL a round trip per request,
+    a large share of a submit's time under load. A connection used within the
     last second is as alive as one just pinged; an older one is pinged and, if
     gone, replaced (the pool tries again with a fresh connection).
     """
@@ -175,8 +176,3 @@ class HeldConnection:
                 held.close()
             except Exception:  # a broken connection is the pool's to discard
                 log.warning("could not return a held connection to the pool", exc_info=True)
-
-
-def ensure_sqlite_file(url):
-    """Refuse in-memory SQLite and create the file's directory (db.dialect.SQLite.check_url)."""
-    dialect_named("sqlite").check_url(url)

@@ -14,7 +14,7 @@ import datetime as dt
 from sqlalchemy import bindparam, case, delete, func, select, true, update
 
 from db import runners
-from db.dialect import dialect_of
+from db.dialects import dialect_of
 from db.models import (FINISHED_STATES, HELD_STATES, QUEUED, STATES, UNFINISHED_STATES, Task,
                        TaskMinute, TaskRollup, TaskTotal, utcnow)
 
@@ -95,14 +95,15 @@ def unfinished_counts(session, name=None):
     queued = _read(session, _COUNTS[QUEUED, bool(named)], named)
     counts = collections.Counter({(row_name, status): n for status, row_name, n in queued})
     for status in HELD_STATES:
-        if dialect_of(session).count_running_by_reading:
-            # Held rows are few (workers and their prefetch): read their names and count them
-            # here, since with any GROUP BY SQLite scans the table through ix_tasks_name_id.
-            counts.update((row_name, status) for row_name in _read(session, _HELD_NAMES[status]).scalars()
-                          if name is None or row_name == name)
-        else:
+        def grouped(status=status):
             held = _read(session, _COUNTS[status, bool(named)], named)
-            counts.update({(row_name, row_status): n for row_status, row_name, n in held})
+            return {(row_name, row_status): n for row_status, row_name, n in held}
+
+        def names(status=status):
+            return ((row_name, status) for row_name in _read(session, _HELD_NAMES[status]).scalars()
+                    if name is None or row_name == name)
+
+        counts.update(dialect_of(session).count_held(grouped, names))
     return counts
 
 

@@ -3,7 +3,7 @@ ends its transaction; claims are db.claims', writes to a running attempt db.fenc
 from sqlalchemy import bindparam, case, func, insert, select, update
 
 from db import stats
-from db.dialect import by_primary_key, dialect_of
+from db.dialects import by_primary_key, dialect_of
 from db.models import (
     CANCELLED,
     DEFAULT_QUEUE,

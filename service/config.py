@@ -7,9 +7,9 @@ import zoneinfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from db.dialects import Dialect, dialect_for_url, preferred_drivers, supported_drivers
+
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
-# The drivers the service runs on (SQLAlchemy's dialect+driver names; "sqlite" is pysqlite).
-SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "mysql+pymysql", "mariadb+pymysql")
 URL_EXAMPLES = "such as sqlite:///var/app.db or mysql+pymysql://user:password@host:3306/name"
 
 
@@ -136,14 +136,13 @@ def check_database_url(url):
         # The text may hold a password: say what is wrong, not what it was.
         raise ConfigError(f"DATABASE_URL cannot be used: it cannot be parsed as a database URL "
                           f"({URL_EXAMPLES})") from None
-    if parsed.drivername not in SUPPORTED_DRIVERS:
+    if parsed.drivername not in supported_drivers():
         raise ConfigError(f"DATABASE_URL cannot be used: {parsed.drivername} is not supported "
-                          f"(supported: sqlite, mysql+pymysql; {URL_EXAMPLES})")
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and (
-            database in ("", ":memory:") or parsed.query.get("mode") == "memory"):
-        raise ConfigError("DATABASE_URL cannot be used: SQLite must be a file database, such as "
-                          "sqlite:///var/app.db (each connection to :memory: is a separate, empty one)")
+                          f"(supported: {', '.join(preferred_drivers())}; {URL_EXAMPLES})")
+    try:
+        dialect_for_url(parsed).refuse_url(parsed)
+    except ValueError as error:
+        raise ConfigError(f"DATABASE_URL cannot be used: {error}") from None
     return url
 
 
@@ -161,25 +160,19 @@ def default_layout(cpus, url=DEFAULT_DATABASE_URL):
     Up to 8 CPUs count. One CPU: one process serving requests with 8 threads and
     running tasks on 4. Two or more: half the processes (rounded down) run only
     tasks, 4 workers each, and the others only serve requests, so request and
-    task threads never share a GIL. Measured on 2 CPUs with the article's route
-    (three fresh servers each, tasks/s until every row was written): 1 web + 1
-    task process 495-537 on SQLite and 389-491 on MariaDB, where two processes
-    doing both made 374-492 and 332-437 (gunicorn hands a keep-alive client's
-    connections to whichever process accepts first, which then ran its share of
-    tasks too), and one process doing both less still.
-
-    A web process that only queues tasks gets 16 request threads on MySQL/MariaDB,
-    12 on SQLite: its requests mostly wait for their group's commit, and more of
-    them at once make bigger groups (the article route's tasks/s against the seed
-    pattern's, 8 threads then more: MariaDB 0.74-0.88 to 0.93-0.98 with 16, SQLite
-    0.91-0.95 to 1.02-1.04 with 12); on SQLite, whose one writer the task process
-    needs too, 16 doubled the p99.
+    task threads never share a GIL (processes that both serve and run tasks did
+    worse: gunicorn hands a keep-alive client's connections to whichever process
+    accepts first, which then runs its share of tasks too). A process that only
+    serves gets its database's web_threads (db.dialects).
     """
     processes = max(1, min(cpus, 8))
     if processes == 1:
         return 1, 8, 0, 4
     task_processes = processes // 2
-    threads = 12 if url.startswith("sqlite") else 16
+    try:
+        threads = dialect_for_url(url).web_threads
+    except (ArgumentError, ValueError):  # a URL that cannot be parsed: check_database_url says so
+        threads = Dialect.web_threads
     return processes - task_processes, threads, task_processes, 4
 
 
@@ -289,11 +282,10 @@ def _tasks_run_here(executor, task_workers):
 def write_turn(settings, processes):
     """Whether SQLite's writers take turns in a program of this many processes (SQLITE_WRITE_TURN).
 
-    Between processes the turn is worth a third more throughput: SQLite's busy handler
-    sleeps 1..100 ms, and the lock sits free while another process's writers sleep.
-    Within one process the handler is cheaper: the thread that holds the lock writes
-    again before the sleepers wake, where a turn hands every commit to another thread
-    (a drain of queued tasks by one process: 1,050 tasks/s without, 700 with).
+    Between processes the turn pays: SQLite's busy handler sleeps 1..100 ms, and the
+    lock sits free while another process's writers sleep. Within one process the
+    handler is cheaper: the thread that holds the lock writes again before the
+    sleepers wake, where a turn hands every commit to another thread.
     """
     choice = settings["SQLITE_WRITE_TURN"]
     return choice == "on" or (choice == "auto" and processes > 1)

@@ -6,7 +6,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.runner import InvalidArguments, QueueFull, UnknownTask
-from db.dialect import is_transient
+from db.dialects import is_transient
 
 log = logging.getLogger(__name__)
 

@@ -177,8 +177,8 @@ def _warm_up(worker):
     except Exception:  # a cold start is slower, never fatal: the requests meet the error themselves
         worker.log.warning("warm-up did not complete", exc_info=True)
     # What start-up made (modules, the app, warmed statements) lives as long as the process:
-    # out of the collector's sight, a full collection no longer walks it. Each one took
-    # 60-90 ms with every thread of the process stopped: the first requests' tail.
+    # out of the collector's sight, a full collection no longer walks it, with every
+    # thread of the process stopped: that was the first requests' tail.
     gc.freeze()
 
 

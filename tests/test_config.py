@@ -110,7 +110,7 @@ def test_a_server_of_one_process_leaves_sqlite_writers_to_its_busy_handler(make_
         pytest.skip("the write turn is SQLite's")
 
     from db import get_engine
-    from db.write_turn import take_turn_before_writes
+    from db.dialects.sqlite_turn import take_turn_before_writes
 
     make_app(WEB_WORKERS=1, TASK_PROCESSES=0)
     assert not event.contains(get_engine(), "before_cursor_execute", take_turn_before_writes)

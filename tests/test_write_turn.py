@@ -1,4 +1,4 @@
-"""SQLite writers take turns on a lock file (db.write_turn) instead of sleeping in the busy handler."""
+"""SQLite writers take turns on a lock file (db.dialects.sqlite_turn) instead of sleeping in the busy handler."""
 import fcntl
 import multiprocessing
 import os
@@ -9,9 +9,9 @@ from sqlalchemy import create_engine, exc, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 import db
-from db.dialect import SQLite, is_transient
+from db.dialects import SQLite, is_transient
 from db.models import Base, User
-from db.write_turn import turn_path
+from db.dialects.sqlite_turn import turn_path
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.usefixtures("sqlite_only")
@@ -181,7 +181,7 @@ def test_a_forked_child_does_not_inherit_a_turn_held_by_a_parent_thread(db_url, 
 
 
 def _child_takes_its_own_turn(url, result):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     inherited = list(write_turn._process_turns.values())
     turn = write_turn._process_turn(turn_path(url.split(":///", 1)[1]))
     free = not inherited and turn._lock.acquire(timeout=1) and not turn._file_locked
@@ -201,7 +201,7 @@ def _writer_thread(engine, name, started=None):
 
 def _holder_and_waiter(db_url, database):
     """A connection holding the turn, and a thread of ours waiting to write after it."""
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     holder = database.connect()
     add_user(holder, "first")
     turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
@@ -212,7 +212,7 @@ def _holder_and_waiter(db_url, database):
 
 def _file_unlocks(monkeypatch):
     """The list that each unlock of the turn's file is added to from now on."""
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     unlocks, real_flock = [], fcntl.flock
 
     def flock(fd, op):
@@ -225,7 +225,7 @@ def _file_unlocks(monkeypatch):
 
 def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_the_file(
         db_url, database, monkeypatch):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
     holder, waiter = _holder_and_waiter(db_url, database)
     unlocks = _file_unlocks(monkeypatch)
@@ -241,7 +241,7 @@ def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_t
 
 def test_a_turn_is_not_passed_on_once_the_process_held_the_file_for_pass_for(
         db_url, database, monkeypatch):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     monkeypatch.setattr(write_turn, "PASS_FOR", 0.0)
     holder, waiter = _holder_and_waiter(db_url, database)
     unlocks = _file_unlocks(monkeypatch)
@@ -254,7 +254,7 @@ def test_a_turn_is_not_passed_on_once_the_process_held_the_file_for_pass_for(
 
 def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
         db_url, database, monkeypatch):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
     turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
     turn.take(5)
@@ -295,7 +295,7 @@ def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
 
 
 def test_a_waiter_interrupted_in_its_wait_is_no_longer_counted(db_url, database, monkeypatch):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
     turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
     turn.take(5)
@@ -319,7 +319,7 @@ def test_a_waiter_interrupted_in_its_wait_is_no_longer_counted(db_url, database,
 
 
 def test_a_failing_unlock_still_ends_the_threads_turn(db_url, database, monkeypatch):
-    from db import write_turn
+    from db.dialects import sqlite_turn as write_turn
     turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
     turn.take(5)
     real_flock = fcntl.flock

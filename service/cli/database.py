@@ -7,6 +7,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from db import dispose_engine, init_engine, tasks
+from db.dialects import dialect_of
 from db.models import MAX_ID, Base
 from service.cli.errors import CommandError
 from service.config import ConfigError, load_config
@@ -51,9 +52,9 @@ def connected():
 
 def require_migrated(engine, where):
     """Refuse a database that cannot be reached or lacks tables, before any command reads it."""
-    if engine.dialect.name == "sqlite" and not os.path.exists(engine.url.database):
-        # Connecting would create an empty file and hide a mistyped path.
-        raise CommandError(f"no SQLite database at {engine.url.database}: {MIGRATE}")
+    missing = dialect_of(engine).missing_database(engine.url)
+    if missing:
+        raise CommandError(f"{missing}: {MIGRATE}")
     try:
         connection = engine.connect()
     except DBAPIError as error:

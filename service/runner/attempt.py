@@ -5,7 +5,7 @@ import logging
 import traceback
 
 from db import Session
-from db.dialect import is_transient
+from db.dialects import is_transient
 from service import logs, metrics
 from service.runner import outcomes
 from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded

@@ -15,7 +15,7 @@ import threading
 from sqlalchemy.exc import DBAPIError
 
 from db.session import session_factory
-from db.dialect import is_transient
+from db.dialects import is_transient
 from service.runner import submit
 
 

@@ -11,7 +11,7 @@ import random
 import time
 
 from db import Session, fenced, session_scope
-from db.dialect import is_transient
+from db.dialects import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
 from service.runner.context import TimeLimitExceeded, time_limit_message

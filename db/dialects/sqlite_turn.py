@@ -2,8 +2,8 @@
 
 SQLite lets one transaction write at a time. A writer that finds the database
 locked sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) and looks again, so
-under contention the lock often sits free while every waiter sleeps: measured
-with the article's route, that was the SQLite p99 and a third of its throughput.
+under contention the lock often sits free while every waiter sleeps, which
+sets the p99 and wastes throughput (docs/performance.md).
 Here a connection takes its turn before its transaction's first write and gives
 it back at commit or rollback. Threads of one process queue on a lock (bounded
 by the busy timeout); the one at the front holds an exclusive flock on
@@ -31,10 +31,8 @@ class ProcessTurn:
     process took it: a process whose writers come in a stream (a task
     process: one short transaction per task) then writes several of them for
     each turn another process takes (a web process commits its submits in
-    groups: service.runner.grouped), instead of one. Measured on the article's
-    route with SQLite: 574 tasks/s passing no turn, 657 passing 3 turns, 653
-    within 2 ms, 682 within 3 ms (3 runs each, ±30); 6 turns or 5 ms starved
-    the web process (562, 611).
+    groups: service.runner.grouped), instead of one. Passing on for longer
+    starves the web process.
     """
 
     def __init__(self, path):
