@@ -4,10 +4,20 @@ A queue exists while it is configured or declared by a task (the caller passes
 those names), holds unfinished tasks, or has a record (it was paused or resumed).
 """
 import collections
+import re
 
 from sqlalchemy import delete, func, select, update
 
 from db.models import QUEUED, RESERVED, RUNNING, UNFINISHED_STATES, Task, TaskQueue, utcnow
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # whole name: fullmatch (a final newline is not a match)
+
+
+def check_queue_name(name):
+    """Raise ValueError unless name can be a queue (letters, digits, _ . -; at most 100)."""
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+        raise ValueError(f"a queue name is 1-100 letters, digits, '_', '.' or '-', got {name!r}")
+    return name
 
 
 def set_paused(session, name, paused):

@@ -1,17 +1,14 @@
 """The Flask application factory: routing over the task system (service.runner)."""
-import os
 
 from flask import Flask
 from flask_cors import CORS
 
-from db import Session, init_engine
-from service import logs
+from db import Session
+from service import startup
 from service.api import require_json_bodies
 from service.auth import init_auth
-from service.config import load_config, pool_size, write_turn
 from service.errors import register_error_handlers
-from service.runner import RunnerConfig, make_executor, registry, submit
-from service.runner.registry import load_task_modules
+from service.runner import RunnerConfig, make_executor, registry
 
 API_SETTINGS = {
     "API_TITLE": "Durable tasks",
@@ -27,10 +24,8 @@ def create_app(config=None):
     """Build the app: settings, database, errors, CORS, routes, the executor that runs tasks."""
     app = Flask(__name__, static_folder=None)
     app.config.update(API_SETTINGS)
-    app.config.update(load_config(os.environ))
-    app.config.update(config or {})
-    configure_logging(app)
-    init_database(app)
+    app.config.update(startup.settings_from_environment(config))
+    init_process(app)
     init_cors(app)
     register_blueprints(app)
     init_auth(app)  # after the blueprints: a refused request is still timed and logged
@@ -40,18 +35,13 @@ def create_app(config=None):
     return app
 
 
-def configure_logging(app):
-    """Send our loggers to stderr at LOG_LEVEL, as text or JSON (LOG_FORMAT)."""
-    logs.configure(app.config)
-
-
-def init_database(app):
-    """Create the engine with a pool for request threads plus task threads."""
+def init_process(app):
+    """The process's start-up (logs, task modules, the engine, its pool sized for request
+    threads plus task threads); each request's Session is removed at its teardown."""
     serving = app.config["PROCESS_ROLE"] != "tasks"  # a task process takes no requests
-    needed = pool_size(app.config, request_threads=app.config["WEB_THREADS"] if serving else 0)
-    processes = app.config["WEB_WORKERS"] + app.config["TASK_PROCESSES"]
-    init_engine(app.config["DATABASE_URL"], pool_size=needed, max_overflow=needed,
-                write_turn=write_turn(app.config, processes))
+    connections = startup.thread_pool_connections(
+        app.config, request_threads=app.config["WEB_THREADS"] if serving else 0)
+    startup.start(app.config, connections, writers=startup.server_writers(app.config))
     app.teardown_appcontext(lambda exc: Session.remove())
 
 
@@ -63,7 +53,6 @@ def init_cors(app):
 
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
-    load_task_modules(app.config)  # the document lists every registered task
     from service import dashboard
     from service.api import IdConverter, health, observe, queues, schedules, seed, stats, tasks, users
     from service.api.openapi import ServiceApi, describe_task_body
@@ -86,7 +75,6 @@ def register_blueprints(app):
 def init_executor(app):
     """Create the executor; it starts in the serving process (first request or gunicorn's
     post_worker_init), never before a fork."""
-    submit.configure(app.config["TASK_MAX_QUEUED"], app.config["UNIQUE_WINDOW"])
     executor = make_executor(RunnerConfig.from_settings(app.config))
     app.extensions["executor"] = executor
     if executor.runs_here():

@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from db.dialects import Dialect, dialect_for_url, preferred_drivers, supported_drivers
+from db.queues import check_queue_name
 
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
 URL_EXAMPLES = "such as sqlite:///var/app.db or mysql+pymysql://user:password@host:3306/name"
@@ -85,8 +86,6 @@ def _modules(environ, key):
 
 
 def _queues(environ, key):
-    from service.runner.registry import check_queue_name  # imports no Flask, only marshmallow
-
     names = [name.strip() for name in (environ.get(key) or "").split(",") if name.strip()]
     try:
         return tuple(check_queue_name(name) for name in names) or None
@@ -289,8 +288,3 @@ def write_turn(settings, processes):
     """
     choice = settings["SQLITE_WRITE_TURN"]
     return choice == "on" or (choice == "auto" and processes > 1)
-
-
-def pool_size(settings, request_threads):
-    """Connections one process needs: request threads, task workers, the dispatcher's own."""
-    return request_threads + settings["TASK_WORKERS"] + 2

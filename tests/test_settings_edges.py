@@ -223,7 +223,7 @@ def test_an_idempotency_key_with_a_control_character_is_refused(key):
 
 
 def test_a_unique_key_or_queue_name_with_a_final_newline_is_refused():
-    from service.runner.registry import check_queue_name
+    from db.queues import check_queue_name
     from service.runner.submit import check_unique_key
 
     for check, good in ((check_unique_key, "order-17"), (check_queue_name, "mail")):

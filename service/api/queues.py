@@ -6,7 +6,7 @@ from marshmallow import Schema, fields
 
 from db import Session, queues
 from service.runner import registry
-from service.runner.registry import check_queue_name
+from db.queues import check_queue_name
 from service.schemas import UtcDateTime
 
 blp = Blueprint("queues", __name__, url_prefix="/api/queues", description="Named queues")

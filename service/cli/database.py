@@ -1,26 +1,25 @@
 """The database a command works on: bound, checked for its tables, disposed after."""
 import contextlib
-import os
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 
-from db import dispose_engine, init_engine, tasks
+from db import dispose_engine, get_engine, tasks
 from db.dialects import dialect_of
 from db.models import MAX_ID, Base
 from service.cli.errors import CommandError
-from service.config import ConfigError, load_config
-from service.runner import submit
-from service.runner.registry import load_task_modules
+from service import startup
+from service.config import ConfigError
 
+COMMAND_CONNECTIONS = 2
 MIGRATE = "run the migrations (make migrate, or alembic upgrade head)"
 
 
 def read_settings():
     """The settings from the environment, or a one-line error."""
     try:
-        return load_config(os.environ)
+        return startup.settings_from_environment()
     except ConfigError as error:
         raise CommandError(error) from None
 
@@ -34,15 +33,14 @@ def reason(error):
 def connected():
     """Bind DATABASE_URL, check that it is migrated, yield the settings; dispose the engine after."""
     settings = read_settings()
-    submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
-    load_task_modules(settings)
+    where = make_url(settings["DATABASE_URL"]).render_as_string(hide_password=True)
     try:
-        where = make_url(settings["DATABASE_URL"]).render_as_string(hide_password=True)
-        engine = init_engine(settings["DATABASE_URL"], pool_size=2, max_overflow=2)
-    except (ArgumentError, ImportError, ValueError) as error:
-        raise CommandError(f"DATABASE_URL cannot be used: {error}") from None
+        # A command writes a few rows beside a server: taking turns is not worth it.
+        startup.start(settings, threads=COMMAND_CONNECTIONS, writers=1)
+    except ConfigError as error:
+        raise CommandError(error) from None
     try:
-        require_migrated(engine, where)
+        require_migrated(get_engine(), where)
         yield settings
     except DBAPIError as error:
         raise CommandError(f"database error on {where}: {reason(error)}") from None

@@ -7,7 +7,7 @@ from service.cli.database import connected
 from service.cli.errors import CommandError
 from service.cli.text import stamp, table, to_json
 from service.runner import registry
-from service.runner.registry import check_queue_name
+from db.queues import check_queue_name
 
 
 def queue_name(ctx, param, value):

@@ -3,7 +3,7 @@
 This module is the Celery app (`celery -A service.runner.celery worker`) and
 the publishing side: after a commit that queued tasks, CeleryExecutor publishes
 their ids; a publish that fails is left to a relay. The worker side (the one
-task, claiming, running, upkeep, the relay) is service.runner.celery_worker,
+task, claiming, running, upkeep, the relay) is service.celery_worker,
 which Celery imports in a worker only (`include`), before its worker_init
 signal; publishing sends the task by its name. There is no result backend and
 no Flask app context: the row is the result.
@@ -30,7 +30,7 @@ MESSAGE_BATCH = 16  # ids one message carries at most: tasks committed together,
 BROKER_CHECK_EVERY = 5.0  # seconds /readyz trusts its last look at the broker
 
 # Only a worker imports what `include` names: a publisher never loads the worker side.
-app = Celery("service", include=["service.runner.celery_worker"])
+app = Celery("service", include=["service.celery_worker"])
 app.conf.update(
     task_acks_late=True,  # a message is acknowledged after its task ran, not when received
     task_reject_on_worker_lost=True,  # and put back if the worker process died meanwhile

@@ -3,11 +3,11 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import re
 
 from marshmallow import Schema, ValidationError
 
 from db.models import DEFAULT_QUEUE
+from db.queues import check_queue_name
 from service.runner.schedule import Schedule, check_schedule
 
 
@@ -142,15 +142,7 @@ class TaskRegistry:
 
 LIMIT_KEY_LENGTH = 200  # tasks.limit_key
 CONCURRENCY = range(1, 10_001)
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # whole name: fullmatch (a final newline is not a match)
 PRIORITIES = range(-100, 101)  # higher runs first
-
-
-def check_queue_name(name):
-    """Raise ValueError unless name can be a queue (letters, digits, _ . -; at most 100)."""
-    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
-        raise ValueError(f"a queue name is 1-100 letters, digits, '_', '.' or '-', got {name!r}")
-    return name
 
 
 def check_priority(priority):

@@ -30,13 +30,13 @@ from celery import signals
 
 import db
 from db import HeldConnection, claims, delivery, session_scope
-from service import logs
-from service.config import load_config, refuse_in_one_line
+from service import startup
+from service.config import refuse_in_one_line
 from service.runner import outcomes, submit
 from service.runner.attempt import Attempt, run_attempt
 from service.runner.celery import RUN_TASKS, app, configure, publish, publish_committed, serve
 from service.runner.config import RunnerConfig
-from service.runner.registry import load_task_modules, registry
+from service.runner.registry import registry
 from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ _state = {}  # what the signals learned: the settings, the main process, the poo
 # Celery imports this module in a worker only, before its signals: a bad setting stops the
 # worker here with one line (a signal handler's error is logged, and the worker runs on).
 with refuse_in_one_line():
-    load_config(os.environ)
+    startup.settings_from_environment()
 
 
 class WorkerProcess:
@@ -191,7 +191,7 @@ def _queue_depth():
 
 def _settings():
     if "settings" not in _state:
-        _start_process(load_config(os.environ), concurrency=None)
+        _start_process(startup.settings_from_environment(), concurrency=None)
     return _state["settings"]
 
 
@@ -203,14 +203,12 @@ def _pool_size():
 
 
 def _start_process(settings, concurrency):
-    """Logging, task modules, the engine (sized for the pool) and the broker, for this worker."""
+    """The start-up (the engine sized for the pool) and the broker, for this worker."""
     _state["settings"] = settings
-    logs.configure(settings)
-    load_task_modules(settings)
-    submit.configure(settings["TASK_MAX_QUEUED"], settings["UNIQUE_WINDOW"])
-    # A held connection per pool thread, plus claims, upkeep and the relay.
+    # A held connection per pool thread, plus claims, upkeep and the relay; it writes
+    # beside the server whose processes submit.
     connections = (concurrency or settings["TASK_WORKERS"] or 1) + 4
-    db.init_engine(settings["DATABASE_URL"], pool_size=connections, max_overflow=connections)
+    startup.start(settings, connections, writers=startup.server_writers(settings) + 1)
     configure(RunnerConfig.from_settings(settings))
     serve(settings["TASK_QUEUES"] or registry.queues())
 
@@ -222,7 +220,7 @@ def _worker_init(sender=None, **kwargs):
     _state["concurrency"] = getattr(sender, "concurrency", None)
     pool = getattr(sender, "pool_cls", "")
     _state["prefork"] = "prefork" in getattr(pool, "__module__", str(pool))
-    _start_process(load_config(os.environ), _state["concurrency"])
+    _start_process(startup.settings_from_environment(), _state["concurrency"])
 
 
 @signals.worker_ready.connect
