@@ -20,24 +20,21 @@ messages). Any number of relays may run; a duplicate delivery claims nothing.
 import contextlib
 import logging
 import os
-import socket
 import threading
-import time
-import uuid
 
 from amqp.exceptions import ChannelError
 from celery import signals
 
 import db
-from db import HeldConnection, claims, delivery, session_scope
+from db import HeldConnection, Session, claims, delivery, session_scope
 from service import startup
 from service.config import refuse_in_one_line
-from service.runner import outcomes, submit
+from service.runner import outcomes
 from service.runner.attempt import Attempt, run_attempt
 from service.runner.celery import RUN_TASKS, app, configure, publish, publish_committed, serve
 from service.runner.config import RunnerConfig
+from service.runner.process import RunnerProcess
 from service.runner.registry import registry
-from service.runner.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +68,13 @@ class WorkerProcess:
         settings = _settings()
         self.pid = os.getpid()
         self.config = RunnerConfig.from_settings({**settings, "TASK_WORKERS": workers})
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.attempts = {}  # task id -> Attempt claimed by this process
-        self.lock = threading.Lock()
-        self.upkeep = Upkeep(self.owner, self.config, self.held)
+        # Tasks that tasks submit go out at once.
+        self.process = RunnerProcess(self.config, announce=publish_committed)
+        self.owner = self.process.owner
         self.stopping = threading.Event()
-        submit.on_commit(publish_committed)  # tasks that tasks submit go out at once
         threading.Thread(target=self.keep, name="task-upkeep", daemon=True).start()
         threading.Thread(target=self.relay, name="task-relay", daemon=True).start()
         log.info("celery worker process %s runs tasks (%d at once)", self.owner, workers)
-
-    def held(self):
-        with self.lock:
-            return list(self.attempts.values())
 
     def run(self, task_ids):
         """Claim the rows (committed before any runs) and run those that are ours, in order.
@@ -91,44 +82,33 @@ class WorkerProcess:
         A claimed row that does not get to run (an error between tasks) goes
         straight back to the queue, its attempt not counted.
         """
-        with self.lock:
-            task_ids = [task_id for task_id in task_ids if task_id not in self.attempts]
+        task_ids = [task_id for task_id in task_ids if not self.process.holds(task_id)]
         if not task_ids:
             return
         with session_scope() as session:
             taken = claims.claim_delivered(session, task_ids, self.owner)
         attempts = [Attempt(claim) for claim in taken]
-        with self.lock:
-            self.attempts.update((attempt.claim.id, attempt) for attempt in attempts)
+        self.process.hold(attempts)
         unstarted = list(attempts)
         try:
             with HeldConnection():  # one connection for the batch: no checkout or ping per task
                 while unstarted:
                     attempt = unstarted.pop(0)
                     try:
-                        run_attempt(attempt, self.owner, self.config)
+                        if run_attempt(attempt, self.owner, self.config):
+                            with outcomes.committing_success(attempt, self.owner, self.config):
+                                Session.commit()
                     finally:
-                        self._drop(attempt)
+                        self.process.drop(attempt)
         finally:
             if unstarted:
-                outcomes.released(unstarted, self.owner)
-                for attempt in unstarted:
-                    self._drop(attempt)
-
-    def _drop(self, attempt):
-        with self.lock:
-            if self.attempts.get(attempt.claim.id) is attempt:
-                del self.attempts[attempt.claim.id]
+                self.process.release(unstarted)
 
     def keep(self):
         """Upkeep thread: time limits and progress each poll interval, leases each heartbeat."""
-        next_beat = 0.0
         while not self.stopping.wait(self.config.poll_interval):
             try:
-                self.upkeep.tick()
-                if time.monotonic() >= next_beat:
-                    self.upkeep.beat()
-                    next_beat = time.monotonic() + self.config.heartbeat
+                self.process.upkeep_step()
             except Exception:
                 log.exception("celery worker process %s: database error in upkeep", self.owner)
 
@@ -145,8 +125,7 @@ class WorkerProcess:
     def stop(self):
         """A clean stop: threads end, unstarted claims go back, the runners table forgets us."""
         self.stopping.set()
-        submit.remove_listener(publish_committed)
-        self.upkeep.forget()
+        self.process.close()
 
 
 @app.task(name=RUN_TASKS, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -191,27 +191,36 @@ def server_processes(environ):
     return number("WEB_WORKERS", web) + number("TASK_PROCESSES", task_processes)
 
 
+def _layout_settings(environ):
+    """The processes and threads: what the machine's default layout gives, unless set."""
+    layout = default_layout(available_cpus(), database_url(environ))
+    task_workers = _number(environ, "TASK_WORKERS", layout[3])
+    executor = _choice(environ, "TASK_EXECUTOR", ("threads", "celery"))
+    # Set by gunicorn_conf for each worker while TASK_PROCESSES > 0: it serves requests or runs tasks.
+    role = _choice(environ, "PROCESS_ROLE", ("both", "web", "tasks"))
+    return {
+        "WEB_WORKERS": _number(environ, "WEB_WORKERS", layout[0], minimum=1),
+        "WEB_THREADS": _number(environ, "WEB_THREADS", layout[1], minimum=1),
+        # gunicorn processes that serve no requests and run tasks on TASK_WORKERS threads
+        # each; while there are any, the WEB_WORKERS processes run none.
+        "TASK_PROCESSES": _task_processes(environ, layout[2], task_workers, executor),
+        "PROCESS_ROLE": role,
+        "TASK_WORKERS": 0 if role == "web" else task_workers,
+        # Where tasks run: threads in the web and worker processes, or Celery workers.
+        "TASK_EXECUTOR": executor,
+    }
+
+
 def load_config(environ):
     """Return the settings dict built from environ (e.g. os.environ)."""
     origins = environ.get("CORS_ORIGINS", "")
-    layout = default_layout(available_cpus(), database_url(environ))
-    web_threads = _number(environ, "WEB_THREADS", layout[1], minimum=1)
-    task_workers = _number(environ, "TASK_WORKERS", layout[3])
-    executor = _choice(environ, "TASK_EXECUTOR", ("threads", "celery"))
-    task_processes = _task_processes(environ, layout[2], task_workers, executor)
-    # Set by gunicorn_conf for each worker while TASK_PROCESSES > 0: it serves requests or runs tasks.
-    role = _choice(environ, "PROCESS_ROLE", ("both", "web", "tasks"))
+    layout = _layout_settings(environ)
+    web_threads = layout["WEB_THREADS"]
     return {
         "DATABASE_URL": check_database_url(database_url(environ)),
         "HOST": environ.get("HOST") or "127.0.0.1",
         "PORT": _number(environ, "PORT", 8000, minimum=1, maximum=65535),
-        "WEB_WORKERS": _number(environ, "WEB_WORKERS", layout[0], minimum=1),
-        "WEB_THREADS": web_threads,
-        # gunicorn processes that serve no requests and run tasks on TASK_WORKERS threads
-        # each; while there are any, the WEB_WORKERS processes run none.
-        "TASK_PROCESSES": task_processes,
-        "PROCESS_ROLE": role,
-        "TASK_WORKERS": 0 if role == "web" else task_workers,
+        **layout,
         "TASK_MAX_QUEUED": _number(environ, "TASK_MAX_QUEUED", 10_000, minimum=1),
         "TASK_PREFETCH": _number(environ, "TASK_PREFETCH", None),
         "TASK_HEARTBEAT": _number(environ, "TASK_HEARTBEAT", 5.0, float, minimum=0.05),
@@ -231,11 +240,9 @@ def load_config(environ):
         "SCHEDULES_ENABLED": _flag(environ, "SCHEDULES_ENABLED", True),
         # The time zone cron expressions are read in (an IANA name).
         "SCHEDULE_TZ": _time_zone(environ, "SCHEDULE_TZ"),
-        # SQLite's writers take turns on a lock file (db/write_turn.py): "auto" where the
+        # SQLite's writers take turns on a lock file (db/dialects/sqlite_turn.py): "auto" where the
         # server runs more than one process, "on" or "off" everywhere.
         "SQLITE_WRITE_TURN": _choice(environ, "SQLITE_WRITE_TURN", ("auto", "on", "off")),
-        # Where tasks run: threads in the web and worker processes, or Celery workers.
-        "TASK_EXECUTOR": executor,
         "CELERY_BROKER_URL": environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
         # A published id still unclaimed this long is published again (lost with a broker).
         "CELERY_REPUBLISH_AFTER": _number(environ, "CELERY_REPUBLISH_AFTER", 30.0, float, minimum=1),

@@ -14,9 +14,12 @@ import db
 from db import claims, fenced, tasks
 from db.models import Task, User, utcnow
 from db.session import session_factory
-from service.runner import QueueFull, submit
+from service.runner import QueueFull, RunnerConfig, submit
+from service.runner.dispatch import Dispatcher
+from service.runner.jobs import Jobs
 from service.runner.outcomes import backoff_seconds
-from tests.conftest import MYSQL_URL, count_rows, mysql_only, wait_for
+from service.runner.process import RunnerProcess
+from tests.conftest import FAST_RUNNER, MYSQL_URL, count_rows, mysql_only, wait_for
 from tests.sample_tasks import PROBE_WRITES
 
 
@@ -68,6 +71,7 @@ def session_threads():
 def open_worker_sessions():
     """Sessions begun on a task worker thread that are still in a transaction."""
     gc.collect()
+    # SQLAlchemy's registry of live Sessions: the one place that lists every thread's Session.
     return [s.info["threads"] for s in list(orm_session._sessions.values())
             if s.in_transaction() and any(t.startswith("task-worker")
                                           for t in s.info.get("threads", ()))]
@@ -209,7 +213,7 @@ def test_time_limit_fails_the_task_and_discards_its_late_writes(make_runner):
     task_id = enqueue(runner, "stubborn", {"seconds": 1.5}, time_limit=0.3)
     row = wait_status(task_id, "failed")
     assert row.error == "time limit of 0.3s exceeded"
-    wait_for(lambda: not runner._active, message="the stubborn thread to return")
+    wait_for(lambda: not runner.held(), message="the stubborn thread to return")
     row = task_row(task_id)
     assert row.status == "failed"
     assert row.result is None
@@ -338,15 +342,6 @@ def queue_rows(n, name="noop", args=None):
         return [tasks.insert_task(s, name, args or {}).id for _ in range(n)]
 
 
-def dispatcher_out_of_the_way(runner):
-    """Stop the dispatcher claiming, once any claim it had begun is over."""
-    passed = threading.Event()
-    runner._claim = lambda: passed.set() or False
-    runner.wake()
-    assert passed.wait(10)
-    assert runner._reserved == 0
-
-
 def statuses(ids):
     with db.session_scope() as s:
         return set(s.scalars(select(Task.status).where(Task.id.in_(ids))))
@@ -374,38 +369,42 @@ def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runn
 
 
 @pytest.fixture
-def lone_claim(make_runner):
-    """A runner whose dispatcher claims nothing, 3 due tasks, and a session to claim them in."""
-    runner = make_runner(workers=1)
-    dispatcher_out_of_the_way(runner)
+def lone_dispatcher(database):
+    """A dispatcher without its thread (only the test claims), 3 due tasks, a session to claim
+    them in, and the dispatcher's stop signal."""
+    config = RunnerConfig(workers=1, **FAST_RUNNER)
+    process = RunnerProcess(config, announce=lambda added: None)
+    stopping = threading.Event()
+    dispatcher = Dispatcher(config, process, Jobs(), stopping)
     ids = queue_rows(3)
     session = session_factory()
-    yield runner, ids, session
+    yield dispatcher, ids, session, stopping
     session.close()
+    process.close()
 
 
-def assert_back_in_the_queue(runner, ids):
+def assert_back_in_the_queue(dispatcher, ids):
     assert statuses(ids) == {"queued"}
-    assert not runner._active and runner._reserved == 0
+    assert not dispatcher.process.held() and dispatcher.reserved == 0
 
 
 @sqlite_only
-def test_claims_in_a_task_commit_that_fails_are_not_kept(lone_claim):
-    runner, ids, session = lone_claim
+def test_claims_in_a_task_commit_that_fails_are_not_kept(lone_dispatcher):
+    dispatcher, ids, session, _ = lone_dispatcher
     with pytest.raises(RuntimeError):
-        with runner._finishing(session):
+        with dispatcher.finishing(session):
             raise RuntimeError("the commit failed")
     session.rollback()
-    assert_back_in_the_queue(runner, ids)
+    assert_back_in_the_queue(dispatcher, ids)
 
 
 @sqlite_only
-def test_claims_committed_while_stopping_go_back_to_the_queue(lone_claim):
-    runner, ids, session = lone_claim
-    with runner._finishing(session):
-        runner._stopping.set()  # shutdown begins while the claim is in its transaction
+def test_claims_committed_while_stopping_go_back_to_the_queue(lone_dispatcher):
+    dispatcher, ids, session, stopping = lone_dispatcher
+    with dispatcher.finishing(session):
+        stopping.set()  # shutdown begins while the claim is in its transaction
         session.commit()
-    assert_back_in_the_queue(runner, ids)
+    assert_back_in_the_queue(dispatcher, ids)
 
 
 def test_a_claim_that_finds_nothing_leaves_the_surrounding_transaction_alone(database):

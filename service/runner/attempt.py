@@ -1,11 +1,9 @@
 """One attempt of a claimed task: run its function with a context, then record how it ended."""
-import contextlib
 import json
 import logging
 import traceback
 
 from db import Session
-from db.dialects import is_transient
 from service import logs, metrics
 from service.runner import outcomes
 from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded
@@ -31,33 +29,36 @@ class Attempt:
         return limit is not None and self.started is not None and now - self.started > limit + grace
 
 
-def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
-    """Mark the reserved task running, run its function and commit its writes with its outcome.
+def run_attempt(attempt, owner, config):
+    """Mark the reserved task running, run its function and record how it ended.
 
-    The task's own writes and its final status share one transaction on the
-    thread's registry Session, so a crash anywhere before commit undoes both;
-    Session.remove() runs after every attempt, on every path. A task cancelled
-    while it waited (or whose lease was taken back) does not run at all.
-    around_commit(session) wraps that commit (on SQLite the thread pool starts its next
-    attempt and claims more work in it).
+    A failure, a retry or a cancel is committed here. A success is recorded in
+    the thread's registry Session beside the task's own writes and left for
+    the caller to commit (inside outcomes.committing_success, where the thread
+    pool adds its next start to that commit): True then. So the task's writes
+    and its final status share one transaction, and a crash anywhere before
+    that commit undoes both. Session.remove() runs after every other ending. A
+    task cancelled while it waited (or whose lease was taken back) does not run.
     """
     claim = attempt.claim
     if attempt.started is None:  # else marked running in the commit that ended the one before
         try:
             if not outcomes.started(attempt, owner):
-                return
+                return False
         finally:
             Session.remove()  # the task's own unit starts afresh (a held connection idle since is checked)
     metrics.observe_start(claim.name, claim.run_after)
     logged = logs.running(claim, owner)
     spec = None
+    recorded = False
     try:
         spec = registry.get(claim.name)
         attempt.ctx.raise_if_cancelled()
         args = spec.load_args(claim.args)
         result = spec.fn(attempt.ctx, **args)
         json.dumps(result)  # a result must be storable; TypeError fails the task
-        outcomes.succeeded(attempt, owner, result, around_commit)
+        recorded = outcomes.record_success(attempt, owner, result)
+        return recorded
     except TimeLimitExceeded as error:
         Session.rollback()
         outcomes.timed_out(attempt, owner, str(error), traceback.format_exc(), config)
@@ -73,13 +74,9 @@ def run_attempt(attempt, owner, config, around_commit=contextlib.nullcontext):
         outcomes.failed(attempt, owner, str(error), None)
     except Exception as error:
         Session.rollback()
-        tb = traceback.format_exc()
-        message = f"{type(error).__name__}: {error}"
-        if is_transient(error) or (spec is not None and isinstance(error, spec.retry_on)):
-            outcomes.retried_or_failed(attempt, owner, message, tb, config)
-        else:
-            log.error("task %s (%s) failed:\n%s", claim.id, claim.name, tb)
-            outcomes.failed(attempt, owner, message, tb)
+        outcomes.raised(attempt, owner, config, error, spec.retry_on if spec is not None else ())
     finally:
-        Session.remove()
+        if not recorded:  # else the caller's commit still needs the Session
+            Session.remove()
         logs.finished(logged)
+    return False

@@ -5,10 +5,12 @@ with backoff), past its time limit, lost with its lease, released at shutdown. B
 only through these functions. Each write is fenced by (owner, attempt): one
 that finds the task no longer ours changes nothing and counts nothing.
 """
+import contextlib
 import datetime as dt
 import logging
 import random
 import time
+import traceback
 
 from db import Session, fenced, session_scope
 from db.dialects import is_transient
@@ -33,12 +35,10 @@ def started(attempt, owner):
     return False
 
 
-def succeeded(attempt, owner, result, around_commit):
-    """Record success in the transaction that holds the task's own writes, and commit both.
-
-    around_commit(session) wraps the commit (on SQLite the thread pool starts its next attempt and claims in it).
-    Returns False, having rolled back the task's writes, if the attempt is no longer ours.
-    """
+def record_success(attempt, owner, result):
+    """Record success in the transaction that holds the task's own writes, uncommitted: the
+    caller commits both inside committing_success. Returns False, having rolled back the
+    task's writes, if the attempt is no longer ours."""
     claim = attempt.claim
     if attempt.abandoned:
         Session.rollback()
@@ -48,10 +48,38 @@ def succeeded(attempt, owner, result, around_commit):
         Session.rollback()
         log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
         return False
-    with around_commit(Session):
-        Session.commit()
-    _counted(attempt, metrics.SUCCEEDED)
     return True
+
+
+@contextlib.contextmanager
+def committing_success(attempt, owner, config):
+    """The block commits the success record_success left in the thread's Session (and what
+    else it adds to that transaction); if anything in it fails, the task is retried or
+    failed as raised() says. Session.remove() after, either way."""
+    try:
+        yield
+    except Exception as error:
+        Session.rollback()
+        log.warning("task %s: its success could not be committed", attempt.claim.id, exc_info=True)
+        raised(attempt, owner, config, error)
+    else:
+        _counted(attempt, metrics.SUCCEEDED)
+    finally:
+        Session.remove()
+
+
+def raised(attempt, owner, config, error, retry_on=()):
+    """The attempt raised error (its writes rolled back already): another attempt if the error is
+    transient or one of retry_on, else failed."""
+    claim = attempt.claim
+    tb = traceback.format_exception(error)
+    tb = "".join(tb)
+    message = f"{type(error).__name__}: {error}"
+    if is_transient(error) or isinstance(error, retry_on or ()):
+        retried_or_failed(attempt, owner, message, tb, config)
+    else:
+        log.error("task %s (%s) failed:\n%s", claim.id, claim.name, tb)
+        failed(attempt, owner, message, tb)
 
 
 def cancelled(attempt, owner):
