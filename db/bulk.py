@@ -1,6 +1,6 @@
 """Data functions for an operator's bulk actions: retry or cancel every task a list filter matches.
 
-Each takes a session and never ends its transaction (service.runner.manage
+Each takes a session and never ends its transaction (service.runner.actions
 commits in chunks).
 """
 import collections

@@ -18,7 +18,7 @@ import time
 from sqlalchemy import bindparam, func, select, update
 
 from db.dialects import Taking, by_primary_key, dialect_of
-from db.fenced import new_value
+from db.attempt_writes import new_value
 from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
 
 
@@ -58,7 +58,7 @@ def due_terms(now=_NOW):
     return [_c.status == QUEUED, _c.run_after <= now, _c.queue.not_in(PAUSED.scalar_subquery())]
 
 
-# The lease starts at the claim; started_at waits for a worker (fenced.start_task).
+# The lease starts at the claim; started_at waits for a worker (attempt_writes.start_task).
 _RESERVE = dict(status=RESERVED, owner=new_value("owner"), attempts=_c.attempts + 1,
                 started_at=None, heartbeat_at=bindparam("v_now", type_=_c.heartbeat_at.type))
 _RESERVE_IDS = by_primary_key(update(_table).where(_c.id.in_(_IDS), _c.status == QUEUED)
@@ -99,7 +99,7 @@ def claim_unlimited(session, owner, limit, queues=None):
     Claims in claim order. Only from queues (all if None).
 
     A reserved task waits for one of owner's workers; it is running only once
-    fenced.start_task marks it so.
+    attempt_writes.start_task marks it so.
     """
     now = utcnow()
     params = {"now": now, "limit": limit, "v_owner": owner, "v_now": now}

@@ -1,5 +1,5 @@
 """Data functions for the task queue: submit, list, cancel. Each takes a session and never
-ends its transaction; claims are db.claims', writes to a running attempt db.fenced's."""
+ends its transaction; claims are db.claims', writes to a running attempt db.attempt_writes's."""
 from sqlalchemy import bindparam, case, func, insert, select, update
 
 from db import stats

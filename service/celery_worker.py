@@ -26,7 +26,7 @@ from amqp.exceptions import ChannelError
 from celery import signals
 
 import db
-from db import HeldConnection, Session, claims, delivery, session_scope
+from db import HeldConnection, Session, claims, publishing, session_scope
 from service import startup
 from service.config import refuse_in_one_line
 from service.runner import outcomes
@@ -137,7 +137,7 @@ def run_tasks(task_ids):
 def relay_once(republish_after):
     """Publish one batch of rows that need it; return how many were taken (0 after a failed publish)."""
     with session_scope() as session:
-        rows = delivery.take_unpublished(session, RELAY_BATCH, republish_after, RELAY_GRACE)
+        rows = publishing.take_unpublished(session, RELAY_BATCH, republish_after, RELAY_GRACE)
     if not rows:
         return 0
     ids = [task_id for task_id, _ in rows]
@@ -146,7 +146,7 @@ def relay_once(republish_after):
     except Exception as error:
         log.warning("relay could not publish %d tasks (%s); trying again shortly", len(ids), error)
         with session_scope() as session:  # not published after all: the next look takes them
-            delivery.unmark_published(session, ids)
+            publishing.unmark_published(session, ids)
         return 0
     log.info("relay published %d tasks", len(ids))
     return len(rows)

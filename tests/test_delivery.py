@@ -3,7 +3,7 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from db import claims, delivery, fenced, queues, tasks
+from db import claims, publishing, attempt_writes, queues, tasks
 from db.models import Task, utcnow
 
 
@@ -37,18 +37,18 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
                       published_at=now - dt.timedelta(minutes=5))[0]
     recent = queued(session, 1, run_after=now - dt.timedelta(minutes=5), published_at=now)[0]
     not_due = queued(session, 1, run_after=now + dt.timedelta(minutes=5))[0]
-    taken = delivery.take_unpublished(session, 100, republish_after=30, grace=2, now=now)
+    taken = publishing.take_unpublished(session, 100, republish_after=30, grace=2, now=now)
     session.commit()
     assert sorted(task_id for task_id, _ in taken) == sorted(stale + [long_ago])
-    assert delivery.take_unpublished(session, 100, republish_after=30, grace=2, now=now) == []
+    assert publishing.take_unpublished(session, 100, republish_after=30, grace=2, now=now) == []
     session.commit()
     assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
     # Requeued by a retry: unpublished again, so the relay publishes it when due.
     claim = claims.claim_delivered(session, [stale[0]], "host:1:a")[0]
-    assert fenced.start_task(session, claim, "host:1:a")
-    fenced.retry_task(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
+    assert attempt_writes.start_task(session, claim, "host:1:a")
+    attempt_writes.requeue_attempt(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
-    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]
+    assert publishing.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]
 
 
 def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(session):
@@ -60,11 +60,11 @@ def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(se
     assert claims.claim_delivered(session, mail, "host:1:a") == []  # delivered while paused
     session.commit()
     assert set(session.scalars(select(Task.published_at).where(Task.id.in_(mail)))) == {None}
-    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(other, "default")]
+    assert publishing.take_unpublished(session, 100, 30, 2, now=now) == [(other, "default")]
     session.commit()
     queues.set_paused(session, "mail", False)
     session.commit()
-    assert delivery.take_unpublished(session, 100, 30, 2, now=now) == [(mail[0], "mail"), (mail[1], "mail")]
+    assert publishing.take_unpublished(session, 100, 30, 2, now=now) == [(mail[0], "mail"), (mail[1], "mail")]
     session.commit()
     assert [claim.id for claim in claims.claim_delivered(session, mail, "host:1:a")] == mail
 
@@ -72,4 +72,4 @@ def test_a_paused_queue_is_neither_claimed_by_id_nor_relayed_until_it_resumes(se
 def test_the_relay_publishes_higher_priorities_first(session):
     old = utcnow() - dt.timedelta(seconds=10)
     low, high, middle = (queued(session, 1, run_after=old, priority=p)[0] for p in (-5, 9, 0))
-    assert delivery.take_unpublished(session, 2, 30, 2) == [(high, "default"), (middle, "default")]
+    assert publishing.take_unpublished(session, 2, 30, 2) == [(high, "default"), (middle, "default")]

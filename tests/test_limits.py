@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 import db
-from db import claims, fenced, limits, tasks
+from db import claims, attempt_writes, limits, tasks
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
 from service.runner import housekeeping, submit
 from service.runner.registry import TaskRegistry
@@ -76,8 +76,8 @@ def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
     assert [claim.id for claim in first] == ids[:2]
     assert claims.claim_due(session, "b", 8) == []  # both slots are held while reserved
     session.commit()
-    assert fenced.start_task(session, first[0], "a")
-    assert fenced.finish_task(session, first[0], "a", "succeeded")
+    assert attempt_writes.start_task(session, first[0], "a")
+    assert attempt_writes.finish_task(session, first[0], "a", "succeeded")
     session.commit()
     assert [claim.id for claim in claims.claim_due(session, "b", 8)] == ids[2:3]
     session.commit()
@@ -106,7 +106,7 @@ def test_a_limited_task_of_higher_priority_goes_first_and_what_does_not_fit_wait
 
 
 def test_plain_claims_and_deliveries_never_take_a_limited_task(session):
-    from db import delivery
+    from db import publishing
 
     ids = enqueue(session, "limited", 3)
     assert claims.claim_unlimited(session, "a", 8) == []
@@ -119,45 +119,45 @@ def test_plain_claims_and_deliveries_never_take_a_limited_task(session):
 
 
 def test_the_relay_does_not_publish_a_key_that_is_full(session):
-    from db import delivery
+    from db import publishing
 
     ids = enqueue(session, "limited", 3)
     claims.claim_due(session, "a", 8)
     session.commit()
-    assert delivery.take_unpublished(session, 10, None, grace=0) == []
+    assert publishing.take_unpublished(session, 10, None, grace=0) == []
     session.commit()
     session.execute(update(Task).where(Task.id == ids[0]).values(status="succeeded"))
     session.commit()
-    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
+    assert publishing.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
 
 
 def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
-    from db import delivery
+    from db import publishing
 
     ids = enqueue(session, "limited", 5)
-    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[0], "default"), (ids[1], "default")]
+    assert publishing.take_unpublished(session, 10, None, grace=0) == [(ids[0], "default"), (ids[1], "default")]
     session.commit()
-    assert delivery.take_unpublished(session, 10, None, grace=0) == []  # both slots spoken for
+    assert publishing.take_unpublished(session, 10, None, grace=0) == []  # both slots spoken for
     session.commit()
     [claim] = claims.claim_delivered(session, [ids[0]], "w")
     session.commit()
-    assert fenced.start_task(session, claim, "w")
-    assert fenced.finish_task(session, claim, "w", "succeeded")
+    assert attempt_writes.start_task(session, claim, "w")
+    assert attempt_writes.finish_task(session, claim, "w", "succeeded")
     session.commit()
-    assert delivery.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
+    assert publishing.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
 
 
 def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     ids = enqueue(session, "limited", 3)
     for claim in claims.claim_due(session, "dead", 8):
-        assert fenced.start_task(session, claim, "dead")
+        assert attempt_writes.start_task(session, claim, "dead")
     session.commit()
     session.execute(update(Task).where(Task.status == "running")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
     session.commit()
     assert claims.claim_due(session, "alive", 8) == []  # still counted while its row runs
     session.commit()
-    assert fenced.recover_expired(session, 30) == (2, 0)
+    assert attempt_writes.recover_expired(session, 30) == (2, 0)
     session.commit()
     # Both slots free again: the one that waited (due first), then a requeued one (due now).
     assert [claim.id for claim in claims.claim_due(session, "alive", 8)] == [ids[2], ids[0]]
@@ -172,7 +172,7 @@ def test_a_slot_reserved_past_its_lease_frees_and_the_task_keeps_its_place(sessi
     session.commit()
     assert claims.claim_due(session, "alive", 8) == []  # a reserved row holds its slot
     session.commit()
-    assert fenced.recover_expired(session, 30) == (2, 0)
+    assert attempt_writes.recover_expired(session, 30) == (2, 0)
     session.commit()
     rows = session.scalars(select(Task).where(Task.id.in_(ids[:2]))).all()
     assert {(row.status, row.attempts, row.owner) for row in rows} == {("queued", 0, None)}
@@ -307,7 +307,7 @@ def test_each_heartbeat_looks_at_the_next_batch_of_limit_keys(session, monkeypat
     week_ago = utcnow() - dt.timedelta(days=8)
     session.execute(insert(TaskLimit), [{"limit_key": f"k{n}", "created_at": week_ago} for n in range(5)])
     session.commit()
-    keeper = housekeeping.Housekeeping()
+    keeper = housekeeping.RollupAndPrune()
     keeper.keep(retention=0)  # 0 keeps everything
     left = [limit_keys()]
     for _ in range(3):

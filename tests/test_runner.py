@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import session as orm_session
 
 import db
-from db import claims, fenced, tasks
+from db import claims, attempt_writes, tasks
 from db.models import Task, User, utcnow
 from db.session import session_factory
 from service.runner import QueueFull, RunnerConfig, submit
@@ -265,13 +265,13 @@ def test_a_task_given_back_at_shutdown_keeps_its_place_in_the_queue(database):
         [claim] = claims.claim_unlimited(s, "stopping", 1)
         assert claim.id == first_id
     with db.session_scope() as s:
-        assert fenced.release_task(s, claim, "stopping", started=False)
+        assert attempt_writes.release_task(s, claim, "stopping", started=False)
     assert task_row(first_id).run_after == due  # not sent behind the tasks queued after it
     with db.session_scope() as s:
         taken = claims.claim_unlimited(s, "next", 2)
         assert [c.id for c in taken] == [first_id, second_id]
     with db.session_scope() as s:  # one that ran when it was cut short is due from now
-        assert fenced.release_task(s, taken[0], "next", started=True)
+        assert attempt_writes.release_task(s, taken[0], "next", started=True)
     assert task_row(first_id).run_after > due + dt.timedelta(seconds=0.5)
 
 
@@ -535,8 +535,8 @@ def test_updates_by_id_find_rows_by_primary_key_not_by_the_status_index(database
     session.commit()
     session.execute(text("ANALYZE TABLE tasks"))
     running = session.scalars(select(Task.id).where(Task.status == "running")).all()
-    sent = updates_sent(database, session, lambda s: fenced.heartbeat(s, "me", running))
-    sent += updates_sent(database, session, lambda s: fenced.recover_expired(s, 30))
+    sent = updates_sent(database, session, lambda s: attempt_writes.heartbeat(s, "me", running))
+    sent += updates_sent(database, session, lambda s: attempt_writes.recover_expired(s, 30))
     sent += updates_sent(database, session, lambda s: claims.claim_unlimited(s, "you", 8))
     assert len(sent) == 4  # the heartbeat, the two recovery updates and the claim
     for statement, parameters in sent:

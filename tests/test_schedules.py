@@ -12,7 +12,7 @@ from db.models import Task, TaskSchedule
 from service.config import ConfigError, load_config
 from service.runner import scheduler as scheduler_module
 from service.runner.registry import TaskRegistry
-from service.runner.schedule import check_schedule
+from service.runner.recurrence import check_schedule
 from service.runner.scheduler import Scheduler
 from tests.conftest import count_rows, wait_for
 from tests.server import Worker

@@ -4,7 +4,7 @@ import datetime as dt
 from sqlalchemy import update
 
 import db
-from db import claims, fenced, tasks
+from db import claims, attempt_writes, tasks
 from db.models import RunnerRecord, Task, utcnow
 from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
@@ -65,11 +65,11 @@ def test_a_reserved_task_of_a_lost_process_goes_back_to_its_place_in_line(databa
     session.execute(update(Task).where(Task.status == "reserved")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
     session.commit()
-    assert fenced.recover_expired(session, 30) == (2, 0)
+    assert attempt_writes.recover_expired(session, 30) == (2, 0)
     session.commit()
     row = task_row(ids[0])
     assert (row.status, row.owner, row.attempts, row.run_after) == ("queued", None, 0, due_before)
-    assert not fenced.start_task(session, taken[0], "lost:1:a")  # the lost process cannot start it
+    assert not attempt_writes.start_task(session, taken[0], "lost:1:a")  # the lost process cannot start it
     assert [claim.id for claim in claims.claim_unlimited(session, "alive:1:b", 3)] == ids
 
 
@@ -136,7 +136,7 @@ def test_a_next_task_whose_start_failed_in_the_last_commit_still_runs(make_runne
 
     from tests.test_runner import queue_rows
 
-    start_task, starts, failures = fenced.start_task, [], []
+    start_task, starts, failures = attempt_writes.start_task, [], []
 
     def fail_once_after_a_task_ended(session, claim, owner):
         starts.append(claim.id)
@@ -145,7 +145,7 @@ def test_a_next_task_whose_start_failed_in_the_last_commit_still_runs(make_runne
             raise OperationalError("UPDATE tasks", {}, Exception("database is locked"))
         return start_task(session, claim, owner)
 
-    monkeypatch.setattr(fenced, "start_task", fail_once_after_a_task_ended)
+    monkeypatch.setattr(attempt_writes, "start_task", fail_once_after_a_task_ended)
     ids = queue_rows(6)
     make_runner(workers=1, prefetch=5)
     rows = wait_finished(ids, timeout=30)
@@ -195,10 +195,10 @@ def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(databas
     session.commit()
     finishing = session_factory()
     try:
-        assert fenced.start_task(finishing, taken[1], "w:1:a")  # holds the row of ids[1]
+        assert attempt_writes.start_task(finishing, taken[1], "w:1:a")  # holds the row of ids[1]
         with db.session_scope() as beat:
             beat.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))  # fail fast, not hang
-            assert fenced.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped
+            assert attempt_writes.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped
     finally:
         finishing.rollback()
         finishing.close()

@@ -139,14 +139,14 @@ def test_one_transaction_cannot_queue_past_the_bound(session):
 def test_a_full_queue_in_a_bulk_retry_leaves_the_rest_retryable(session):
     from db import bulk
     from db.models import FAILED
-    from service.runner import manage
+    from service.runner import actions
     from sqlalchemy import update
 
     ids = [submit.enqueue(session, "noop", {}).id for _ in range(4)]
     session.execute(update(Task).where(Task.id.in_(ids)).values(status=FAILED))
     session.commit()
     submit.configure(2)  # room for two retries: the 4 failed ones are not queued
-    matched, retried = manage.retry_matching(session, status=FAILED)
+    matched, retried = actions.retry_matching(session, status=FAILED)
     assert (matched, retried) == (4, 2)
     with session_scope() as other:
         marks = other.execute(select(Task.id, Task.retried_by).where(Task.id.in_(ids))).all()

@@ -76,7 +76,7 @@ def submit_seed_user(name):
     delay = current_app.config["SEED_TASK_DELAY"]
     task = enqueue_alone(Session, "create_user", {"name": name, "age": 12, "delay": delay})
     response = jsonify("success")
-    response.headers["Location"] = url_for("tasks.Task", task_id=task.id)
+    response.headers["Location"] = url_for("tasks.TaskItem", task_id=task.id)
     return response
 
 

@@ -4,11 +4,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from db import Session, tasks
-from service import metrics
 from service.api import PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
-from service.runner import KeyReused, manage
-from service.runner.manage import NotRetryable
+from service.runner import KeyReused, actions
+from service.runner.actions import NotRetryable
 from service.runner.grouped import enqueue_alone
 from service.runner.submit import enqueue_once
 from service.schemas import BulkOut, CancelIn, RetryIn, SubmitHeaders, TaskIn, TaskOut, TaskQuery
@@ -38,14 +37,14 @@ class Tasks(MethodView):
         key = headers.get("idempotency_key")
         if key is None:  # nothing else in this transaction: commit with concurrent submits
             task = enqueue_alone(Session, data.pop("name"), data.pop("args"), **data)
-            return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
+            return task, 202, {"Location": url_for("tasks.TaskItem", task_id=task.id)}
         try:
             task, created = enqueue_once(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)
         except KeyReused as error:
             Session.rollback()
             abort(422, message=str(error), details={"headers": {"Idempotency-Key": [str(error)]}})
         Session.commit()
-        return task, 202 if created else 200, {"Location": url_for("tasks.Task", task_id=task.id)}
+        return task, 202 if created else 200, {"Location": url_for("tasks.TaskItem", task_id=task.id)}
 
     @blp.arguments(TaskQuery, location="query")
     @blp.response(200, TaskOut(many=True), headers=PAGE_HEADERS)
@@ -55,7 +54,7 @@ class Tasks(MethodView):
 
 
 @blp.route("/<id:task_id>")
-class Task(MethodView):
+class TaskItem(MethodView):
     @blp.response(200, TaskOut)
     def get(self, task_id):
         """Get a task: its status, progress, result or error."""
@@ -63,19 +62,15 @@ class Task(MethodView):
 
 
 @blp.route("/<id:task_id>/cancel")
-class CancelTask(MethodView):
+class TaskCancel(MethodView):
     @blp.response(200, TaskOut, description="Cancelled before it ran")
     @blp.alt_response(202, schema=TaskOut, description="Running; the task was asked to stop")
     @blp.alt_response(409, description="Already finished")
     def post(self, task_id):
         """Cancel a queued task, or ask a running one to stop."""
-        outcome = tasks.request_cancel(Session, task_id)
-        Session.commit()
+        outcome, task = actions.cancel_task(Session, task_id)
         if outcome is None:
             abort(404, message=f"task {task_id} not found")
-        task = find_task(task_id)
-        if outcome == tasks.CANCEL_DONE:
-            metrics.CANCELLED.labels(task.name).inc()
         if outcome == tasks.CANCEL_TOO_LATE:
             abort(409, message=f"task {task_id} already finished ({task.status})")
         if outcome == tasks.CANCEL_REQUESTED:  # its runner sees it on its next heartbeat
@@ -84,7 +79,7 @@ class CancelTask(MethodView):
 
 
 @blp.route("/<id:task_id>/retry")
-class RetryTask(MethodView):
+class TaskRetry(MethodView):
     @blp.response(202, TaskOut, headers={"Location": LOCATION},
                   description="The retry, a new task; the old one keeps its error and points at it")
     @blp.alt_response(409, description="Not failed or cancelled, or retried already")
@@ -92,34 +87,34 @@ class RetryTask(MethodView):
     def post(self, task_id):
         """Retry a failed or cancelled task as a new task linked to it."""
         try:
-            task = manage.retry_task(Session, task_id)
+            task = actions.retry_task(Session, task_id)
         except NotRetryable as error:
             abort(409, message=str(error))
         if task is None:
             abort(404, message=f"task {task_id} not found")
         Session.commit()
-        return task, 202, {"Location": url_for("tasks.Task", task_id=task.id)}
+        return task, 202, {"Location": url_for("tasks.TaskItem", task_id=task.id)}
 
 
 @blp.route("/retry")
-class RetryTasks(MethodView):
+class TasksRetry(MethodView):
     @blp.arguments(RetryIn)
     @blp.response(200, BulkOut)
     def post(self, data):
         """Retry every failed or cancelled task that matches the filter (and was not retried yet)."""
         require_body()
         dry_run = data.pop("dry_run")
-        matched, retried = manage.retry_matching(Session, dry_run=dry_run, **data)
+        matched, retried = actions.retry_matching(Session, dry_run=dry_run, **data)
         return {"matched": matched, "affected": retried, "dry_run": dry_run}
 
 
 @blp.route("/cancel")
-class CancelTasks(MethodView):
+class TasksCancel(MethodView):
     @blp.arguments(CancelIn)
     @blp.response(200, BulkOut, description="affected: queued tasks cancelled plus running ones asked to stop")
     def post(self, data):
         """Cancel every queued task that matches the filter and ask the running ones to stop."""
         require_body()
         dry_run = data.pop("dry_run")
-        matched, cancelled, asked = manage.cancel_matching(Session, dry_run=dry_run, **data)
+        matched, cancelled, asked = actions.cancel_matching(Session, dry_run=dry_run, **data)
         return {"matched": matched, "affected": cancelled + asked, "dry_run": dry_run}

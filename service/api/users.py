@@ -19,7 +19,7 @@ class Users(MethodView):
         """Create a user now."""
         user = users.create_user(Session, **data)
         Session.commit()
-        return user, 201, {"Location": url_for("users.User", user_id=user.id)}
+        return user, 201, {"Location": url_for("users.UserItem", user_id=user.id)}
 
     @blp.arguments(PageQuery, location="query")
     @blp.response(200, UserOut(many=True), headers=PAGE_HEADERS)
@@ -29,7 +29,7 @@ class Users(MethodView):
 
 
 @blp.route("/<id:user_id>")
-class User(MethodView):
+class UserItem(MethodView):
     @blp.response(200, UserOut)
     def get(self, user_id):
         """Get one user."""

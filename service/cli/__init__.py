@@ -16,8 +16,8 @@ from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
 from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
 from service.config import parse_duration
-from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, manage, registry
-from service.runner.housekeeping import PRUNE_BATCH, forget_idle_limit_keys
+from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, actions, registry
+from service.runner.rollup_and_prune import PRUNE_BATCH, forget_idle_limit_keys
 from service.runner.registry import load_task_modules
 from service.runner.submit import check_unique_key, enqueue_once
 from service.schemas import TaskIn, TaskOut
@@ -139,10 +139,8 @@ def cancel(task_id):
     """Cancel queued task ID, or ask it to stop if it runs."""
     with connected():
         with session_scope() as session:
-            task = find_task(session, task_id)
-            outcome = tasks.request_cancel(session, task_id)
-            if outcome == tasks.CANCEL_TOO_LATE:
-                session.refresh(task)  # the status it finished with, not the one read before
+            find_task(session, task_id)
+            outcome, task = actions.cancel_task(session, task_id)
     if outcome is None:  # deleted in between
         raise CommandError(f"task {task_id} not found")
     if outcome == tasks.CANCEL_TOO_LATE:
@@ -169,7 +167,7 @@ def retry(task_id, failed, cancelled, name, limit, dry_run):
         with session_scope() as session:
             if task_id is None:
                 status = None if failed and cancelled else "failed" if failed else "cancelled"
-                matched, retried = manage.retry_matching(session, status, name, limit, dry_run)
+                matched, retried = actions.retry_matching(session, status, name, limit, dry_run)
             else:
                 new = retry_one(session, task_id)
     if task_id is None:
@@ -182,8 +180,8 @@ def retry_one(session, task_id):
     """Queue the retry of one task (not committed), or raise a one-line refusal."""
     find_task(session, task_id)
     try:
-        new = manage.retry_task(session, task_id)
-    except (manage.NotRetryable, UnknownTask, InvalidArguments, QueueFull) as error:
+        new = actions.retry_task(session, task_id)
+    except (actions.NotRetryable, UnknownTask, InvalidArguments, QueueFull) as error:
         raise CommandError(f"cannot retry task {task_id}: {error}") from None
     if new is None:  # deleted since it was found
         raise CommandError(f"task {task_id} not found")

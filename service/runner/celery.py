@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
-from db import delivery, session_scope
+from db import publishing, session_scope
 from db.models import DEFAULT_QUEUE, utcnow
 from service.runner import submit
 from service.runner.executor import Executor
@@ -157,10 +157,10 @@ def publish_committed(added):
         return
     ids = [task_id for task_id, _ in due]
     with session_scope() as session:
-        delivery.mark_published(session, ids)
+        publishing.mark_published(session, ids)
     try:
         publish(due)
     except Exception as error:
         log.warning("could not publish tasks %s (%s); a relay will", ids, error)
         with session_scope() as session:
-            delivery.unmark_published(session, ids)
+            publishing.unmark_published(session, ids)

@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 
-from db import Session, claims, fenced, session_scope
+from db import Session, claims, attempt_writes, session_scope
 from service.runner.attempt import Attempt
 from service.runner.registry import registry
 
@@ -87,7 +87,7 @@ class Dispatcher:
         following = self.jobs.take_waiting()
         after = []
         try:
-            started = following is not None and fenced.start_task(session, following.claim, self.process.owner)
+            started = following is not None and attempt_writes.start_task(session, following.claim, self.process.owner)
             with self.claim_in(session) if self.claims_ride_in_commits else contextlib.nullcontext():
                 yield after
         except BaseException:

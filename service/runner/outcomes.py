@@ -12,7 +12,7 @@ import random
 import time
 import traceback
 
-from db import Session, fenced, session_scope
+from db import Session, attempt_writes, session_scope
 from db.dialects import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
@@ -28,7 +28,7 @@ def started(attempt, owner):
     """Mark a reserved attempt running and commit; False if it must not run (cancelled while it
     waited, its lease taken back, or the write kept failing: then its lease expires)."""
     claim = attempt.claim
-    if _record(attempt, "running", lambda: fenced.start_task(Session, claim, owner)):
+    if _record(attempt, "running", lambda: attempt_writes.start_task(Session, claim, owner)):
         attempt.started = time.monotonic()
         return True
     log.info("task %s was cancelled or taken back before it started", claim.id)
@@ -44,7 +44,7 @@ def record_success(attempt, owner, result):
         Session.rollback()
         log.warning("task %s returned after it was given up; result discarded", claim.id)
         return False
-    if not fenced.finish_task(Session, claim, owner, SUCCEEDED, result=result):
+    if not attempt_writes.finish_task(Session, claim, owner, SUCCEEDED, result=result):
         Session.rollback()
         log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
         return False
@@ -85,7 +85,7 @@ def raised(attempt, owner, config, error, retry_on=()):
 def cancelled(attempt, owner):
     """The task stopped because it was asked to (its writes are rolled back already)."""
     claim = attempt.claim
-    if _record(attempt, "cancelled", lambda: fenced.finish_task(Session, claim, owner, CANCELLED)):
+    if _record(attempt, "cancelled", lambda: attempt_writes.finish_task(Session, claim, owner, CANCELLED)):
         _counted(attempt, metrics.CANCELLED)
 
 
@@ -93,7 +93,7 @@ def failed(attempt, owner, message, tb):
     """The task failed for good."""
     claim = attempt.claim
     if _record(attempt, "failed",
-               lambda: fenced.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
+               lambda: attempt_writes.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
         _counted(attempt, metrics.FAILED)
 
 
@@ -110,7 +110,7 @@ def retried_or_failed(attempt, owner, message, tb, config, delay=None):
                 claim.id, claim.name, claim.attempt, delay, message)
     run_after = utcnow() + dt.timedelta(seconds=delay)
     if _record(attempt, "retry",
-               lambda: fenced.retry_task(Session, claim, owner, run_after, message, tb)):
+               lambda: attempt_writes.requeue_attempt(Session, claim, owner, run_after, message, tb)):
         _counted(attempt, metrics.RETRIED)
 
 
@@ -134,9 +134,9 @@ def past_time_limit(attempt, owner, config):
         if again:
             run_after = utcnow() + dt.timedelta(seconds=backoff_seconds(
                 claim.attempt, config.retry_base, config.retry_cap))
-            written = fenced.retry_task(session, claim, owner, run_after, message)
+            written = attempt_writes.requeue_attempt(session, claim, owner, run_after, message)
         else:
-            written = fenced.finish_task(session, claim, owner, FAILED, error=message)
+            written = attempt_writes.finish_task(session, claim, owner, FAILED, error=message)
     if written:
         metrics.by_name(metrics.RETRIED if again else metrics.FAILED, claim.name).inc()
     log.error("task %s (%s) exceeded its time limit; result will be discarded", claim.id, claim.name)
@@ -145,7 +145,7 @@ def past_time_limit(attempt, owner, config):
 def leases_lost(lease_seconds):
     """Take back running tasks whose heartbeat is older than the lease: requeue, or fail if spent."""
     with session_scope() as session:
-        requeued, failed_count = fenced.recover_expired(session, lease_seconds)
+        requeued, failed_count = attempt_writes.recover_expired(session, lease_seconds)
     if requeued or failed_count:
         log.warning("recovered tasks of lost workers: %d requeued, %d failed ('worker lost')",
                     requeued, failed_count)
@@ -158,7 +158,7 @@ def released(attempts, owner):
     try:
         with session_scope() as session:
             for attempt in attempts:
-                count += fenced.release_task(session, attempt.claim, owner, attempt.started is not None)
+                count += attempt_writes.release_task(session, attempt.claim, owner, attempt.started is not None)
     except Exception:
         log.exception("could not requeue %d tasks; their leases will expire", len(attempts))
     return count

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError
 
 from db.models import DEFAULT_QUEUE
 from db.queues import check_queue_name
-from service.runner.schedule import Schedule, check_schedule
+from service.runner.recurrence import Schedule, check_schedule
 
 
 class UnknownTask(LookupError):

@@ -142,7 +142,7 @@ def submit_fingerprint(name, args, **options):
 
 def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
                 time_limit=None, retry_of=None, priority=None, due=None):
-    """Add the row of a task check_task() allowed (manage.retry_task writes in between).
+    """Add the row of a task check_task() allowed (actions.retry_task writes in between).
 
     due: when it became due, if before now (a schedule's slot); else from delay or run_at.
     """

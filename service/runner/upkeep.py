@@ -12,10 +12,10 @@ import os
 import socket
 import time
 
-from db import fenced, runners, session_scope
+from db import attempt_writes, runners, session_scope
 from service import metrics
 from service.runner import outcomes
-from service.runner.housekeeping import Housekeeping
+from service.runner.rollup_and_prune import RollupAndPrune
 from service.runner.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Upkeep:
         self.config = config
         self.attempts = attempts
         self.scheduler = Scheduler(config.schedules_enabled, config.schedule_tz)
-        self.housekeeping = Housekeeping()
+        self.housekeeping = RollupAndPrune()
 
     def tick(self):
         """Each poll interval: time limits, progress, schedules, and the busy/idle workers gauge."""
@@ -60,7 +60,7 @@ class Upkeep:
         if pending:
             with session_scope() as session:
                 for claim, (percent, message) in pending:
-                    fenced.save_progress(session, claim, self.owner, percent, message)
+                    attempt_writes.save_progress(session, claim, self.owner, percent, message)
 
     def beat(self):
         """Each heartbeat: leases, our record, cancel requests, lost leases, the tables.
@@ -71,10 +71,10 @@ class Upkeep:
         ids = [attempt.claim.id for attempt in mine]
         busy = sum(1 for attempt in mine if attempt.started is not None)
         with session_scope() as session:
-            fenced.heartbeat(session, self.owner, ids)
+            attempt_writes.heartbeat(session, self.owner, ids)
             runners.record_runner(session, self.owner, socket.gethostname(), os.getpid(),
                                   self.config.workers, busy)
-            cancelled = fenced.cancel_requested_ids(session, ids)
+            cancelled = attempt_writes.cancel_requested_ids(session, ids)
         for attempt in mine:
             if attempt.claim.id in cancelled:
                 attempt.ctx.cancel()

@@ -77,7 +77,7 @@ def finish_task(session, claim, owner, status, result=None, error=None, tracebac
                          error=error, traceback=traceback)
 
 
-def retry_task(session, claim, owner, run_after, error, traceback=None):
+def requeue_attempt(session, claim, owner, run_after, error, traceback=None):
     """Put this attempt back in the queue to run again at run_after."""
     message = f"attempt {claim.attempt} of {claim.max_attempts} failed; retrying"
     return _write_fenced(session, _RETRY, claim, owner, run_after=run_after, error=error,

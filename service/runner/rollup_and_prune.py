@@ -11,7 +11,7 @@ PRUNE_BATCH = 500  # rows deleted (or limit keys looked at) per transaction, so 
 WORK_PER_BEAT = 1.0  # seconds of roll-up and pruning one heartbeat may spend
 
 
-class Housekeeping:
+class RollupAndPrune:
     """One process's upkeep of the tables; keep() runs once per heartbeat."""
 
     def __init__(self):

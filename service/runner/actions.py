@@ -1,4 +1,5 @@
-"""Retry and cancel tasks, one or every one matching a filter (the API, dashboard and CLI share these).
+"""Retry and cancel tasks, one or every one matching a filter (the API, dashboard and CLI share
+these, so each counts the same in /metrics).
 
 A retry is a new task with the same name, arguments and limits, linked both
 ways (`retry_of` on the new one, `retried_by` on the old one), so the failed
@@ -10,6 +11,20 @@ from service.runner.submit import QueueFull, add_checked, check_task
 from service.runner.registry import InvalidArguments, UnknownTask
 
 CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long
+
+
+def cancel_task(session, task_id):
+    """Cancel a queued or reserved task, or ask a running one to stop, and commit; return
+    (tasks.request_cancel's outcome, the task as it is now). A cancel that took effect at
+    once counts in tasks_cancelled_total."""
+    outcome = tasks.request_cancel(session, task_id)
+    session.commit()
+    task = tasks.get_task(session, task_id) if outcome is not None else None
+    if task is not None:
+        session.refresh(task)  # the status it has now, not one read before the cancel
+    if outcome == tasks.CANCEL_DONE:
+        metrics.by_name(metrics.CANCELLED, task.name).inc()
+    return outcome, task
 
 
 class NotRetryable(ValueError):
