@@ -111,10 +111,10 @@ def test_unique_key_from_code_joins_the_callers_transaction(session):
     assert second.id == first.id
     session.rollback()  # the key goes with the task
     assert count_rows(TaskKey) == 0
-    task, created = submit.enqueue_once(session, "noop", {}, unique_key="nightly")
+    task, created = submit.enqueue_or_find(session, "noop", {}, unique_key="nightly")
     session.commit()
     assert created and count_rows(Task) == 1
-    again, created = submit.enqueue_once(session, "noop", {}, unique_key="nightly")
+    again, created = submit.enqueue_or_find(session, "noop", {}, unique_key="nightly")
     assert (again.id, created) == (task.id, False)
     with pytest.raises(KeyReused):
         submit.enqueue(session, "noop", {}, unique_key="nightly", priority=1)

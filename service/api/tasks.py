@@ -9,7 +9,7 @@ from service.api.openapi import LOCATION
 from service.runner import KeyReused, actions
 from service.runner.actions import NotRetryable
 from service.runner.grouped import enqueue_alone
-from service.runner.submit import enqueue_once
+from service.runner.submit import enqueue_or_find
 from service.schemas import BulkOut, CancelIn, RetryIn, SubmitHeaders, TaskIn, TaskOut, TaskQuery
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Background tasks")
@@ -39,7 +39,7 @@ class Tasks(MethodView):
             task = enqueue_alone(Session, data.pop("name"), data.pop("args"), **data)
             return task, 202, {"Location": url_for("tasks.TaskItem", task_id=task.id)}
         try:
-            task, created = enqueue_once(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)
+            task, created = enqueue_or_find(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)
         except KeyReused as error:
             Session.rollback()
             abort(422, message=str(error), details={"headers": {"Idempotency-Key": [str(error)]}})

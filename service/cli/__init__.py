@@ -19,7 +19,7 @@ from service.config import parse_duration
 from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, actions, registry
 from service.runner.rollup_and_prune import PRUNE_BATCH, forget_idle_limit_keys
 from service.runner.registry import load_task_modules
-from service.runner.submit import check_unique_key, enqueue_once
+from service.runner.submit import check_unique_key, enqueue_or_find
 from service.schemas import TaskIn, TaskOut
 
 OPTION_NAMES = {"name": "NAME", "args": "--args", "delay": "--delay", "run_at": "--run-at",
@@ -83,7 +83,7 @@ def submit(name, args_json, unique_key, **options):
     with connected():
         try:
             with session_scope() as session:
-                task, created = enqueue_once(session, **data, unique_key=unique_key)
+                task, created = enqueue_or_find(session, **data, unique_key=unique_key)
         except QueueFull as error:
             raise CommandError(f"{error}; try again later") from None
         except KeyReused as error:

@@ -90,9 +90,10 @@ def configure(max_queued, window=86_400.0):
     unique_window = window
 
 
-def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
-            retry_of=None, priority=None, unique_key=None):
-    """Check the task and add its queued row to the session's transaction (not committed).
+def enqueue(session, name, args, *, delay=None, run_at=None, max_attempts=None, time_limit=None,
+            priority=None, unique_key=None):
+    """Check the task and add its queued row to the session's transaction (not committed): the
+    one way to submit a task from code. The task exists if and only if that transaction commits.
 
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
     priority: higher runs first (-100..100); the task's own default if None.
@@ -100,13 +101,14 @@ def enqueue(session, name, args, delay=None, run_at=None, max_attempts=None, tim
     UNIQUE_WINDOW seconds after it finished, return that task instead of adding
     one (keys.KeyReused if it was submitted with anything else).
     """
-    return enqueue_once(session, name, args, delay, run_at, max_attempts, time_limit, retry_of,
-                        priority, unique_key)[0]
+    return enqueue_or_find(session, name, args, delay=delay, run_at=run_at, max_attempts=max_attempts,
+                           time_limit=time_limit, priority=priority, unique_key=unique_key)[0]
 
 
-def enqueue_once(session, name, args, delay=None, run_at=None, max_attempts=None, time_limit=None,
-                 retry_of=None, priority=None, unique_key=None):
-    """enqueue(), also saying whether the task is new: (task, True), or (the key's task, False)."""
+def enqueue_or_find(session, name, args, *, delay=None, run_at=None, max_attempts=None,
+                    time_limit=None, priority=None, unique_key=None):
+    """enqueue(), also saying whether the task is new: (task, True), or the task that holds
+    unique_key and False (the API answers 200 instead of 202 for it)."""
     spec = registry.get(name)
     stored_args = spec.normalize_args(args)
     if unique_key is not None:
@@ -118,8 +120,8 @@ def enqueue_once(session, name, args, delay=None, run_at=None, max_attempts=None
         if holder is not None:
             return session.get(Task, holder, populate_existing=True), False
     backlog.check(session)
-    task = add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of,
-                       priority)
+    task = add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit,
+                       priority=priority)
     if unique_key is not None:
         keys.bind(session, unique_key, task.id)
     return task, True
