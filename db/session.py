@@ -1,4 +1,12 @@
-"""The engine, the sessionmaker and the one scoped_session registry."""
+"""The engine, the sessionmaker and the one scoped_session registry.
+
+Two ways to reach the database, one rule each: `Session`, the registry, is
+the thread's Session (a request's, or a task's: its writes commit with the
+task's outcome), removed at the end of each request and each attempt;
+`session_scope()` is a transaction of its own, committed or rolled back at the
+end of the block. A HeldConnection only makes a thread's registry Sessions
+start on one pooled connection; it hands out no Session itself.
+"""
 import contextlib
 import functools
 import logging
@@ -22,7 +30,7 @@ _thread = threading.local()  # .held: the HeldConnection this thread's Sessions 
 def _new_registry_session():
     """The registry's factory: a thread holding a connection starts its Session on it."""
     held = getattr(_thread, "held", None)
-    return session_factory() if held is None else held.session()
+    return session_factory() if held is None else held._start_session()
 
 
 Session = scoped_session(_new_registry_session)
@@ -150,8 +158,9 @@ class HeldConnection:
         _thread.held = None
         self.release()
 
-    def session(self):
-        """A new Session on the held connection (checked out again if stale or broken)."""
+    def _start_session(self):
+        """A new Session on the held connection (checked out again if stale or broken); only the
+        registry's factory calls it."""
         held, now = self._connection, time.monotonic()
         if held is not None and (held.invalidated or held.in_transaction()
                                  or now - self._handed_out > self.FRESH_FOR):
