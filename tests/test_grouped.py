@@ -1,4 +1,6 @@
 """Submits that need a transaction of their own commit together (service.runner.grouped)."""
+import contextlib
+import multiprocessing
 import threading
 
 import pytest
@@ -52,21 +54,30 @@ def refuses_poison(database, db_url):
         connection.execute(text("DROP TRIGGER refuse_poison"))
 
 
+@contextlib.contextmanager
+def first_insert_held(until):
+    """Hold the first INSERT of task rows at the database until until() is true; yield an Event set
+    when it got there. The first group is then being written, and later submits queue behind it."""
+    engine, reached = db.get_engine(), threading.Event()
+
+    def hold(connection, cursor, statement, parameters, context, executemany):
+        if not reached.is_set() and statement.lstrip().upper().startswith("INSERT INTO TASKS"):
+            reached.set()
+            wait_for(until, message="the test to let the first group's INSERT go")
+    event.listen(engine, "before_cursor_execute", hold)
+    try:
+        yield reached
+    finally:
+        event.remove(engine, "before_cursor_execute", hold)
+
+
 def submit_in_threads(group, submits, hold_first_write_until=None):
     """Run group.enqueue for each (args, options) on a thread of its own; return {index: Task or error}.
 
-    hold_first_write_until: a predicate the first group's write waits for, so that
+    hold_first_write_until: a predicate the first group's INSERT waits for, so that
     the others queue behind it and form the next group.
     """
     results = {}
-    write = grouped._write
-    held = threading.Event()
-
-    def first_write_waits(line):
-        if not held.is_set():
-            held.set()
-            wait_for(hold_first_write_until, message="the other submits to queue")
-        write(line)
 
     def one(index, args, options):
         try:
@@ -76,21 +87,36 @@ def submit_in_threads(group, submits, hold_first_write_until=None):
         finally:
             db.Session.remove()
 
-    original, grouped._write = grouped._write, first_write_waits if hold_first_write_until else write
-    try:
-        threads = [threading.Thread(target=one, args=(n, args, options))
-                   for n, (args, options) in enumerate(submits)]
+    # Daemons: a submit left waiting forever fails the test instead of hanging pytest's exit.
+    threads = [threading.Thread(target=one, args=(n, args, options), daemon=True)
+               for n, (args, options) in enumerate(submits)]
+    with contextlib.ExitStack() as stack:
+        if hold_first_write_until:
+            reached = stack.enter_context(first_insert_held(hold_first_write_until))
         threads[0].start()
         if hold_first_write_until:
-            assert held.wait(10)
+            assert reached.wait(10)
         for thread in threads[1:]:
             thread.start()
         for thread in threads:
             thread.join(30)
-        assert not any(thread.is_alive() for thread in threads)
-    finally:
-        grouped._write = original
+    assert not any(thread.is_alive() for thread in threads)
     return results
+
+
+def assert_the_next_submit_leads_alone(group):
+    """Nothing is left in the line: a lone submit is written at once, and nothing with it."""
+    before, written = count_rows(Task), []
+
+    def lone():
+        written.append(group.enqueue(db.Session, "create_user", user_args(99)))
+        db.Session.remove()
+    thread = threading.Thread(target=lone, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the next submit waits for a group nobody writes"
+    assert written
+    assert count_rows(Task) == before + 1
 
 
 def user_args(n):
@@ -111,7 +137,7 @@ def test_submits_that_arrive_while_a_group_writes_commit_together_in_one_transac
         database, commits, heard):
     group = grouped.Group()
     submits = [(user_args(n), {}) for n in range(8)]
-    results = submit_in_threads(group, submits, hold_first_write_until=lambda: len(group._line) == 7)
+    results = submit_in_threads(group, submits, hold_first_write_until=lambda: group.waiting == 7)
     assert len(commits) == 2  # the first alone, then the seven that queued behind it
     assert [len(batch) for batch in heard] == [1, 7]
     with db.session_scope() as other:
@@ -119,13 +145,13 @@ def test_submits_that_arrive_while_a_group_writes_commit_together_in_one_transac
     assert len(rows) == 8
     # Each submit got its own task back: the ids the database gave, in the right order.
     assert {n: rows[task.id] for n, task in results.items()} == {n: user_args(n) for n in range(8)}
-    assert not group._writing and not group._line
+    assert_the_next_submit_leads_alone(group)
 
 
 def test_a_row_the_database_refuses_fails_only_its_own_submit(database, commits, refuses_poison):
     group = grouped.Group()
     submits = [(user_args(n), {"priority": POISON if n == 4 else 0}) for n in range(6)]
-    results = submit_in_threads(group, submits, hold_first_write_until=lambda: len(group._line) == 5)
+    results = submit_in_threads(group, submits, hold_first_write_until=lambda: group.waiting == 5)
     assert "poisoned row" in str(results[4])
     good = {n: task.id for n, task in results.items() if n != 4}
     assert count_rows(Task) == 5
@@ -148,35 +174,26 @@ def test_a_database_error_reaches_every_submit_of_the_group_and_the_line_goes_on
     group = grouped.Group()
     results = submit_in_threads(group, [(user_args(1), {"priority": POISON})])
     assert "poisoned row" in str(results[0])
-    assert group.enqueue(db.Session, "create_user", user_args(2)).id  # the next submit leads again
-    db.Session.remove()
-    assert count_rows(Task) == 1
+    assert count_rows(Task) == 0
+    assert_the_next_submit_leads_alone(group)
 
 
 class Interrupted(BaseException):
     """What a thread can meet anywhere (a KeyboardInterrupt, a timeout of a green thread)."""
 
 
-def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database, monkeypatch):
-    group = grouped.Group()
+class InterruptedWhenWoken(threading.Event):
+    """The wake of a submit on the thread named "doomed": woken (to lead), it is interrupted."""
 
-    class DoomedEvent(threading.Event):
-        def wait(self, timeout=None):
-            super().wait(timeout)
-            raise Interrupted  # woken to lead, it never writes
+    def wait(self, timeout=None):
+        woken = super().wait(timeout)
+        if threading.current_thread().name == "doomed":
+            raise Interrupted
+        return woken
 
-    made = grouped._Waiting.__init__
 
-    def waiting(self, row):
-        made(self, row)
-        if row["args"]["name"] == "doomed":
-            self.woken = DoomedEvent()
-    monkeypatch.setattr(grouped._Waiting, "__init__", waiting)
-    release = threading.Event()
-    write = grouped._write
-    monkeypatch.setattr(grouped, "_write",
-                        lambda line: (release.wait(10) if line[0].row["args"]["name"] == "first" else None,
-                                      write(line))[1])
+def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database):
+    group = grouped.Group(wake_event=InterruptedWhenWoken)
     results = {}
 
     def one(name):
@@ -186,22 +203,26 @@ def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database,
             results[name] = error
         finally:
             db.Session.remove()
-    threads = {name: threading.Thread(target=one, args=(name,)) for name in ("first", "doomed", "last")}
-    threads["first"].start()
-    wait_for(lambda: group._writing, message="the first submit to lead")
-    threads["doomed"].start()
-    wait_for(lambda: len(group._line) == 1, message="the doomed submit to queue")
-    threads["last"].start()
-    wait_for(lambda: len(group._line) == 2, message="the last submit to queue behind it")
-    release.set()  # the first group ends and hands the lead to the doomed submit
-    for thread in threads.values():
-        thread.join(30)
+    threads = {name: threading.Thread(target=one, args=(name,), name=name, daemon=True)
+               for name in ("first", "doomed", "last")}
+    release = threading.Event()
+    with first_insert_held(release.is_set) as reached:
+        threads["first"].start()
+        assert reached.wait(10)  # the first submit leads, and writes
+        threads["doomed"].start()
+        wait_for(lambda: group.waiting == 1, message="the doomed submit to queue")
+        threads["last"].start()
+        wait_for(lambda: group.waiting == 2, message="the last submit to queue behind it")
+        release.set()  # the first group ends and hands the lead to the doomed submit
+        for thread in threads.values():
+            thread.join(30)
     assert not any(thread.is_alive() for thread in threads.values())  # nobody waits forever
     assert isinstance(results["doomed"], Interrupted)
     with db.session_scope() as other:
         names = sorted(task.args["name"] for task in other.scalars(select(Task)))
     assert names == ["first", "last"]
-    assert results["last"].id and not group._writing and not group._line
+    assert results["last"].id
+    assert_the_next_submit_leads_alone(group)
 
 
 def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_twice(
@@ -218,7 +239,7 @@ def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_t
     event.listen(session_factory, "before_commit", commit_fails)
     try:
         results = submit_in_threads(group, [(user_args(n), {}) for n in range(4)],
-                                    hold_first_write_until=lambda: len(group._line) == 3)
+                                    hold_first_write_until=lambda: group.waiting == 3)
     finally:
         event.remove(session_factory, "before_commit", commit_fails)
     assert all("the commit failed" in str(result) for result in results.values())
@@ -226,17 +247,43 @@ def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_t
     assert count_rows(Task) == 0
 
 
-def test_a_forked_child_starts_with_an_empty_line(database):
-    import multiprocessing
+def test_a_forked_child_does_not_wait_for_a_group_its_parent_was_writing(database):
+    release = threading.Event()
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    with first_insert_held(release.is_set) as reached:
+        parent = threading.Thread(target=lambda: (
+            grouped.enqueue_alone(db.Session, "create_user", user_args(1)), db.Session.remove()),
+            daemon=True)
+        parent.start()
+        try:
+            # This process's group is being written at the fork (the child, forked after the
+            # hold was reached, does not hold its own INSERT).
+            assert reached.wait(10)
+            child = context.Process(target=_submit_in_child, args=(result,))
+            child.start()
+            try:
+                assert result.get(timeout=30) == "queued"  # its own line, led by its own submit
+            finally:
+                child.join(10)
+                if child.is_alive():  # a child waiting for its parent's group would wait forever
+                    child.kill()
+        finally:
+            release.set()
+            parent.join(30)
+    assert not parent.is_alive()
+    assert count_rows(Task) == 2
 
-    grouped.group._writing = True  # as if a thread of ours were writing a group at the fork
+
+def _submit_in_child(result):
+    """In a forked child: submit alone through this module's group, on connections of its own."""
     try:
-        context = multiprocessing.get_context("fork")
-        result = context.Queue()
-        child = context.Process(target=lambda: result.put(
-            (grouped.group._writing, len(grouped.group._line))))
-        child.start()
-        child.join(30)
-        assert result.get(timeout=5) == (False, 0)
-    finally:
-        grouped.group._writing = False
+        db.get_engine().dispose(close=False)  # the parent's pooled connections stay the parent's
+        session = session_factory()
+        try:
+            grouped.enqueue_alone(session, "create_user", user_args(2))
+        finally:
+            session.close()
+        result.put("queued")
+    except Exception as error:  # noqa: BLE001 - the parent looks at it
+        result.put(repr(error))

@@ -2,6 +2,7 @@
 import fcntl
 import multiprocessing
 import os
+import queue
 import threading
 
 import pytest
@@ -9,9 +10,9 @@ from sqlalchemy import create_engine, exc, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 import db
-from db.dialects import SQLite, is_transient
+from db.dialects import SQLite, is_transient, sqlite_turn
+from db.dialects.sqlite_turn import ProcessTurn, turn_path
 from db.models import Base, User
-from db.dialects.sqlite_turn import turn_path
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.usefixtures("sqlite_only")
@@ -32,9 +33,14 @@ def sqlite_only(db_url):
         pytest.skip("the write turn is SQLite's")
 
 
+def turn_file(url):
+    """The lock file of the database at url."""
+    return turn_path(make_url(url).database)
+
+
 def turn_is_free(url):
     """True if nobody holds the turn (asked from an open file of our own, as another process would)."""
-    fd = os.open(turn_path(url.split(":///", 1)[1]), os.O_RDWR)
+    fd = os.open(turn_file(url), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -167,66 +173,81 @@ def _insert(engine, name):
 def test_a_forked_child_does_not_inherit_a_turn_held_by_a_parent_thread(db_url, database):
     holder = database.connect()
     add_user(holder, "parent")  # this process's turn is held by this thread
+    context = multiprocessing.get_context("fork")
+    started, result = context.Event(), context.Queue()
+    child = context.Process(target=_child_takes_a_turn, args=(db_url, started, result))
     try:
-        context = multiprocessing.get_context("fork")
-        result = context.Queue()
-        child = context.Process(target=_child_takes_its_own_turn, args=(db_url, result))
         child.start()
-        child.join(30)
-        assert result.get(timeout=5) == "free"
+        assert started.wait(30)
+        with pytest.raises(queue.Empty):  # it waits for the parent's turn, as another process would
+            result.get(timeout=0.3)
     finally:
         holder.commit()
         holder.close()
+    try:
+        # Then it takes a turn of its own: an inherited one, held by a thread the child does
+        # not have, would never come, and it would give up after its busy timeout.
+        assert result.get(timeout=30) == "took a turn"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
     assert turn_is_free(db_url)  # the child's closing its copy of the file did not keep the lock
 
 
-def _child_takes_its_own_turn(url, result):
-    from db.dialects import sqlite_turn as write_turn
-    inherited = list(write_turn._process_turns.values())
-    turn = write_turn._process_turn(turn_path(url.split(":///", 1)[1]))
-    free = not inherited and turn._lock.acquire(timeout=1) and not turn._file_locked
-    result.put("free" if free else "inherited")
+def _child_takes_a_turn(url, started, result):
+    """In a forked child: take the write turn as a writer does, report how that went.
+
+    It takes no more than the turn: SQLite's own lock state, copied by the fork from a
+    parent in a transaction, would keep a child's write locked out until its busy timeout.
+    """
+    try:
+        turn = sqlite_turn.process_turn(turn_file(url))
+        started.set()
+        turn.take(2)
+        turn.give()
+        result.put("took a turn")
+    except Exception as error:  # noqa: BLE001 - the parent looks at it
+        result.put(repr(error))
 
 
-def _writer_thread(engine, name, started=None):
+def _writer_thread(engine, name):
     """A thread that writes one row in a transaction of its own (waiting for its turn)."""
-    def write():
-        if started is not None:
-            started.set()
-        _insert(engine, name)
-    thread = threading.Thread(target=write)
+    thread = threading.Thread(target=_insert, args=(engine, name))
     thread.start()
     return thread
 
 
 def _holder_and_waiter(db_url, database):
     """A connection holding the turn, and a thread of ours waiting to write after it."""
-    from db.dialects import sqlite_turn as write_turn
     holder = database.connect()
     add_user(holder, "first")
-    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
     waiter = _writer_thread(database, "second")
-    wait_for(lambda: turn._waiting == 1, message="the second writer to wait for its turn")
+    # Counted as waiting, not merely started: a writer that comes after the commit takes a fresh turn.
+    wait_for(lambda: sqlite_turn.process_turn(turn_file(db_url)).waiting == 1,
+             message="the second writer to wait for its turn")
     return holder, waiter
 
 
 def _file_unlocks(monkeypatch):
-    """The list that each unlock of the turn's file is added to from now on."""
-    from db.dialects import sqlite_turn as write_turn
+    """The list that each unlock of a lock file is added to from now on.
+
+    Other processes see the turn's file and nothing else of it: whether it was
+    freed between two writers is what tells a turn passed on from one given back.
+    """
     unlocks, real_flock = [], fcntl.flock
 
     def flock(fd, op):
         if op == fcntl.LOCK_UN:
             unlocks.append(op)
         return real_flock(fd, op)
-    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", flock)
     return unlocks
 
 
 def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_the_file(
         db_url, database, monkeypatch):
-    from db.dialects import sqlite_turn as write_turn
-    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
+    monkeypatch.setattr(sqlite_turn, "PASS_FOR", 30.0)
     holder, waiter = _holder_and_waiter(db_url, database)
     unlocks = _file_unlocks(monkeypatch)
     holder.commit()  # gives the turn: the waiter takes it with the file still locked
@@ -241,39 +262,57 @@ def test_a_turn_passes_to_a_waiting_thread_of_the_same_process_without_freeing_t
 
 def test_a_turn_is_not_passed_on_once_the_process_held_the_file_for_pass_for(
         db_url, database, monkeypatch):
-    from db.dialects import sqlite_turn as write_turn
-    monkeypatch.setattr(write_turn, "PASS_FOR", 0.0)
+    monkeypatch.setattr(sqlite_turn, "PASS_FOR", 0.0)
     holder, waiter = _holder_and_waiter(db_url, database)
     unlocks = _file_unlocks(monkeypatch)
     holder.commit()
     holder.close()
     waiter.join(30)
+    assert not waiter.is_alive()
     assert unlocks == [fcntl.LOCK_UN] * 2  # the file was freed between the two, for other processes
     assert turn_is_free(db_url)
 
 
+@pytest.fixture
+def make_turn(db_url):
+    """Build ProcessTurns of the test's own on the database's lock file; close their files after."""
+    turns = []
+
+    def make(lock=None):
+        turns.append(ProcessTurn(turn_file(db_url), lock=lock))
+        return turns[-1]
+    yield make
+    for turn in turns:
+        turn.forget()  # closes its file, and with it any lock a failed test left on it
+
+
+class SteeredLock:
+    """A lock whose waits end as the test says: taken at once when free, else on_wait() decides."""
+
+    def __init__(self, on_wait):
+        self.real = threading.Lock()
+        self.on_wait = on_wait
+
+    def acquire(self, blocking=True, timeout=-1):
+        if self.real.acquire(blocking=False):
+            return True
+        return self.on_wait() if blocking else False
+
+    def release(self):
+        self.real.release()
+
+
 def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
-        db_url, database, monkeypatch):
-    from db.dialects import sqlite_turn as write_turn
-    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
-    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
-    turn.take(5)
+        db_url, make_turn, monkeypatch):
+    monkeypatch.setattr(sqlite_turn, "PASS_FOR", 30.0)
     timed_out, proceed = threading.Event(), threading.Event()
-    real_lock = turn._lock
 
-    class TimesOut:
-        """The waiter's acquire times out, at the moment the test chooses."""
-        def acquire(self, blocking=True, timeout=-1):
-            if blocking:
-                timed_out.set()
-                proceed.wait(10)
-                return False
-            return real_lock.acquire(blocking=False)
-
-        def release(self):
-            real_lock.release()
-
-    turn._lock = TimesOut()
+    def times_out_when_told():
+        timed_out.set()
+        proceed.wait(10)
+        return False
+    turn = make_turn(SteeredLock(times_out_when_told))
+    turn.take(5)
     gave_up = []
 
     def impatient():
@@ -283,44 +322,33 @@ def test_a_waiter_that_gives_up_does_not_leave_a_passed_turn_holding_the_file(
             gave_up.append(error)
     thread = threading.Thread(target=impatient)
     thread.start()
-    assert timed_out.wait(10)
-    with turn._guard:  # the holder's give(): one still waits, so it keeps the file for it
-        assert turn._waiting == 1
-        proceed.set()  # ...and the waiter, timed out, now leaves
-        real_lock.release()
+    assert timed_out.wait(10)  # counted as waiting, its wait about to time out
+    turn.give()  # one still waits: the turn passes on to it with the file locked...
+    assert not turn_is_free(db_url)
+    proceed.set()  # ...and the waiter, timed out, now leaves
     thread.join(10)
     assert gave_up and "database is locked" in str(gave_up[0])
     assert turn_is_free(db_url)  # the leaving waiter freed the file nobody took
-    assert not real_lock.locked()
+    turn.take(0.2)  # and the lock it was passed: the next writer gets the turn
+    turn.give()
 
 
-def test_a_waiter_interrupted_in_its_wait_is_no_longer_counted(db_url, database, monkeypatch):
-    from db.dialects import sqlite_turn as write_turn
-    monkeypatch.setattr(write_turn, "PASS_FOR", 30.0)
-    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+def test_a_waiter_interrupted_in_its_wait_is_no_longer_counted(db_url, make_turn, monkeypatch):
+    monkeypatch.setattr(sqlite_turn, "PASS_FOR", 30.0)
+
+    def interrupted():
+        raise KeyboardInterrupt  # what can land in any wait
+    turn = make_turn(SteeredLock(interrupted))
     turn.take(5)
-    real_lock = turn._lock
-
-    class Interrupts:
-        def acquire(self, blocking=True, timeout=-1):
-            if blocking:
-                raise KeyboardInterrupt  # what can land in any wait
-            return real_lock.acquire(blocking=False)
-
-        def release(self):
-            real_lock.release()
-
-    turn._lock = Interrupts()
     with pytest.raises(KeyboardInterrupt):
         turn.take(5)
-    assert turn._waiting == 0
+    assert turn.waiting == 0
     turn.give()  # nobody waits: the file is freed, not passed on to the interrupted waiter
     assert turn_is_free(db_url)
 
 
-def test_a_failing_unlock_still_ends_the_threads_turn(db_url, database, monkeypatch):
-    from db.dialects import sqlite_turn as write_turn
-    turn = write_turn._process_turn(turn_path(db_url.split(":///", 1)[1]))
+def test_a_failing_unlock_still_ends_the_threads_turn(db_url, make_turn, monkeypatch):
+    turn = make_turn()
     turn.take(5)
     real_flock = fcntl.flock
 
@@ -328,9 +356,10 @@ def test_a_failing_unlock_still_ends_the_threads_turn(db_url, database, monkeypa
         if op == fcntl.LOCK_UN:
             raise OSError("unlock failed")
         return real_flock(fd, op)
-    monkeypatch.setattr(write_turn.fcntl, "flock", flock)
-    with pytest.raises(OSError):
-        turn.give()
-    assert not turn._lock.locked()  # the next writer of this process is not stuck behind it
-    monkeypatch.setattr(write_turn.fcntl, "flock", real_flock)
-    fcntl.flock(turn._fd, fcntl.LOCK_UN)
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "flock", flock)
+        with pytest.raises(OSError):
+            turn.give()
+    turn.take(0.2)  # the next writer of this process is not stuck behind it
+    turn.give()
+    assert turn_is_free(db_url)

@@ -35,14 +35,20 @@ class ProcessTurn:
     starves the web process.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, lock=None):
+        """lock: what its threads queue on (a threading.Lock; a test may pass one it steers)."""
         self.path = path
-        self._lock = threading.Lock()  # held by the thread whose turn it is
+        self._lock = threading.Lock() if lock is None else lock  # held by the thread whose turn it is
         self._guard = threading.Lock()  # over the counts, and over a give against a waiter leaving
         self._waiting = 0  # threads of this process waiting in take()
         self._locked_at = 0.0  # time.monotonic() when this process took the file lock
         self._fd = None  # opened at the first turn: an engine without the turn makes no file
         self._file_locked = False
+
+    @property
+    def waiting(self):
+        """How many threads of this process wait for the turn now."""
+        return self._waiting
 
     def take(self, timeout):
         """Wait for the turn; sqlite3.OperationalError after timeout seconds."""
@@ -104,8 +110,8 @@ _process_turns = {}  # lock file path -> this process's ProcessTurn
 _process_turns_guard = threading.Lock()
 
 
-def _process_turn(path):
-    """This process's turn on path (one per database file)."""
+def process_turn(path):
+    """This process's turn on the lock file path (one per database file)."""
     with _process_turns_guard:
         turn = _process_turns.get(path)
         if turn is None:
@@ -146,7 +152,7 @@ class TurnConnection(sqlite3.Connection):
     def take_turn(self):
         """Wait for the write turn (no-op if held); sqlite3.OperationalError after the busy timeout."""
         if not self._turn_held:
-            self._turn = _process_turn(self._turn_path)
+            self._turn = process_turn(self._turn_path)
             self._turn.take(self._turn_wait)
             self._turn_held = True
 

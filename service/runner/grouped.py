@@ -24,20 +24,27 @@ class _Waiting:
 
     __slots__ = ("row", "task", "error", "leads", "woken")
 
-    def __init__(self, row):
+    def __init__(self, row, woken):
         self.row = row
         self.task = self.error = None
         self.leads = False  # it writes the next group
-        self.woken = threading.Event()  # its task is written, or it leads
+        self.woken = woken  # set when its task is written, or when it leads
 
 
 class Group:
     """This process's line of submits that commit together."""
 
-    def __init__(self):
+    def __init__(self, wake_event=threading.Event):
+        """wake_event: the Event class a submit in line sleeps on (a test may pass its own)."""
+        self._wake_event = wake_event
         self._lock = threading.Lock()
         self._line = []  # _Waiting, in arrival order
         self._writing = False  # a group is being written; arrivals wait for the next one
+
+    @property
+    def waiting(self):
+        """How many submits are in line for the next group (not yet being written)."""
+        return len(self._line)
 
     def enqueue(self, session, name, args, delay=None, run_at=None, max_attempts=None,
                 time_limit=None, priority=None):
@@ -50,7 +57,7 @@ class Group:
         """
         spec, stored_args = submit.check_task(session, name, args)
         me = _Waiting(submit.task_row(spec, stored_args, delay, run_at, max_attempts, time_limit,
-                                      priority=priority))
+                                      priority=priority), self._wake_event())
         with self._lock:
             self._line.append(me)
             me.leads = not self._writing
