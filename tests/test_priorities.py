@@ -110,7 +110,8 @@ def test_a_task_declares_its_queue_and_default_priority_and_a_submit_may_overrid
     rows = {row.id: row for row in session.scalars(select(Task))}
     assert (rows[queued.id].queue, rows[queued.id].priority) == ("mail", 7)
     assert rows[urgent.id].priority == 100
-    assert registry.queues() == sorted({"default", "mail"} | {s.queue for s in registry._specs.values()})
+    declared = {registry.get(name).queue for name in registry.names()}
+    assert registry.queues() == sorted({"default", "mail"} | declared)
 
 
 @pytest.mark.parametrize("options, message", [

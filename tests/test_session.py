@@ -32,6 +32,7 @@ def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(tmp_path):
 def test_mysql_pool_recycles_and_sets_isolation_and_timeouts(db_url):
     engine = db.init_engine(db_url, pool_size=12, max_overflow=3)
     try:
+        # SQLAlchemy's and PyMySQL's own attributes: neither says its recycle age or socket timeouts otherwise.
         assert 0 < engine.pool._recycle < 28800
         assert engine.pool.size() == 12
         with engine.connect() as connection:

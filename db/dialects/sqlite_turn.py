@@ -31,7 +31,7 @@ class ProcessTurn:
     process took it: a process whose writers come in a stream (a task
     process: one short transaction per task) then writes several of them for
     each turn another process takes (a web process commits its submits in
-    groups: service.runner.grouped), instead of one. Passing on for longer
+    groups: service.runner.group_commit), instead of one. Passing on for longer
     starves the web process.
     """
 

@@ -10,7 +10,7 @@ from db import Session, tasks, users
 from db.reset import reset_database_and_commit
 from service.api.openapi import LOCATION
 from service.errors import RETRY_AFTER
-from service.runner.grouped import enqueue_alone
+from service.runner.group_commit import enqueue_and_commit
 
 blp = Blueprint("user", __name__, url_prefix="/user",
                 description="The article's routes, kept for compatibility")
@@ -74,7 +74,7 @@ def add_user():
 def submit_seed_user(name):
     """Queue create_user for the article's thread routes and answer "success"."""
     delay = current_app.config["SEED_TASK_DELAY"]
-    task = enqueue_alone(Session, "create_user", {"name": name, "age": 12, "delay": delay})
+    task = enqueue_and_commit(Session, "create_user", {"name": name, "age": 12, "delay": delay})
     response = jsonify("success")
     response.headers["Location"] = url_for("tasks.TaskItem", task_id=task.id)
     return response

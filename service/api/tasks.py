@@ -8,7 +8,7 @@ from service.api import PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
 from service.runner import KeyReused, actions
 from service.runner.actions import NotRetryable
-from service.runner.grouped import enqueue_alone
+from service.runner.group_commit import enqueue_and_commit
 from service.runner.submit import enqueue_or_find
 from service.schemas import BulkOut, CancelIn, RetryIn, SubmitHeaders, TaskIn, TaskOut, TaskQuery
 
@@ -36,7 +36,7 @@ class Tasks(MethodView):
         """Queue a registered task; it runs in the background."""
         key = headers.get("idempotency_key")
         if key is None:  # nothing else in this transaction: commit with concurrent submits
-            task = enqueue_alone(Session, data.pop("name"), data.pop("args"), **data)
+            task = enqueue_and_commit(Session, data.pop("name"), data.pop("args"), **data)
             return task, 202, {"Location": url_for("tasks.TaskItem", task_id=task.id)}
         try:
             task, created = enqueue_or_find(Session, data.pop("name"), data.pop("args"), unique_key=key, **data)

@@ -7,7 +7,7 @@ attempt keeps its error and traceback and can be retried only once.
 """
 from db import bulk, tasks
 from service import metrics
-from service.runner.submit import QueueFull, add_checked, check_task
+from service.runner.submit import QueueFull, check_task, insert_allowed
 from service.runner.registry import InvalidArguments, UnknownTask
 
 CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long
@@ -47,7 +47,7 @@ def retry_task(session, task_id):
     if not bulk.claim_retry(session, task_id):  # another request retried it meanwhile
         raise NotRetryable(f"task {task_id} was retried already")
     # No second check after that write: a full queue there would leave it marked retried.
-    new = add_checked(session, spec, stored_args, max_attempts=old.max_attempts,
+    new = insert_allowed(session, spec, stored_args, max_attempts=old.max_attempts,
                       time_limit=old.time_limit, retry_of=old.id, priority=old.priority)
     bulk.set_retry(session, task_id, new.id)
     return new

@@ -50,7 +50,7 @@ class Scheduler:
             task = None
             if schedules.take_slot(session, spec.name, slot):
                 submit.backlog.check(session)  # QueueFull: the slot stays free, tried again
-                task = submit.add_checked(session, spec, spec.schedule.args, due=slot)  # wakes runners
+                task = submit.insert_allowed(session, spec, spec.schedule.args, due=slot)  # wakes runners
                 schedules.set_task(session, spec.name, task.id)
         self._taken[spec.name] = slot
         if task is not None:

@@ -120,7 +120,7 @@ def enqueue_or_find(session, name, args, *, delay=None, run_at=None, max_attempt
         if holder is not None:
             return session.get(Task, holder, populate_existing=True), False
     backlog.check(session)
-    task = add_checked(session, spec, stored_args, delay, run_at, max_attempts, time_limit,
+    task = insert_allowed(session, spec, stored_args, delay, run_at, max_attempts, time_limit,
                        priority=priority)
     if unique_key is not None:
         keys.bind(session, unique_key, task.id)
@@ -142,14 +142,14 @@ def submit_fingerprint(name, args, **options):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def add_checked(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
+def insert_allowed(session, spec, stored_args, delay=None, run_at=None, max_attempts=None,
                 time_limit=None, retry_of=None, priority=None, due=None):
     """Add the row of a task check_task() allowed (actions.retry_task writes in between).
 
     due: when it became due, if before now (a schedule's slot); else from delay or run_at.
     """
     row = task_row(spec, stored_args, delay, run_at, max_attempts, time_limit, retry_of, priority, due)
-    return add_rows(session, [row])[0]
+    return insert_rows(session, [row])[0]
 
 
 def task_row(spec, stored_args, delay=None, run_at=None, max_attempts=None, time_limit=None,
@@ -169,7 +169,7 @@ def task_row(spec, stored_args, delay=None, run_at=None, max_attempts=None, time
     )
 
 
-def add_rows(session, rows):
+def insert_rows(session, rows):
     """Insert task_row()s in the session's transaction (not committed); return their Tasks.
 
     Several go in one statement; all are announced after the transaction commits.

@@ -1,4 +1,4 @@
-"""Submits that need a transaction of their own commit together (service.runner.grouped)."""
+"""Submits that need a transaction of their own commit together (service.runner.group_commit)."""
 import contextlib
 import multiprocessing
 import threading
@@ -9,7 +9,7 @@ from sqlalchemy import event, select, text
 import db
 from db.models import Task
 from db.session import session_factory
-from service.runner import grouped, submit
+from service.runner import group_commit, submit
 from service.runner.registry import UnknownTask
 from tests.conftest import backend, count_rows, wait_for
 
@@ -81,7 +81,7 @@ def submit_in_threads(group, submits, hold_first_write_until=None):
 
     def one(index, args, options):
         try:
-            results[index] = group.enqueue(db.Session, "create_user", args, **options)
+            results[index] = group.enqueue_and_commit(db.Session, "create_user", args, **options)
         except Exception as error:  # noqa: BLE001 - the test looks at it
             results[index] = error
         finally:
@@ -109,7 +109,7 @@ def assert_the_next_submit_leads_alone(group):
     before, written = count_rows(Task), []
 
     def lone():
-        written.append(group.enqueue(db.Session, "create_user", user_args(99)))
+        written.append(group.enqueue_and_commit(db.Session, "create_user", user_args(99)))
         db.Session.remove()
     thread = threading.Thread(target=lone, daemon=True)
     thread.start()
@@ -124,7 +124,7 @@ def user_args(n):
 
 
 def test_a_lone_submit_commits_at_once_and_is_announced(session, commits, heard):
-    task = grouped.Group().enqueue(session, "create_user", user_args(1), priority=3)
+    task = group_commit.Group().enqueue_and_commit(session, "create_user", user_args(1), priority=3)
     assert len(commits) == 1
     with db.session_scope() as other:
         row = other.get(Task, task.id)
@@ -135,7 +135,7 @@ def test_a_lone_submit_commits_at_once_and_is_announced(session, commits, heard)
 
 def test_submits_that_arrive_while_a_group_writes_commit_together_in_one_transaction(
         database, commits, heard):
-    group = grouped.Group()
+    group = group_commit.Group()
     submits = [(user_args(n), {}) for n in range(8)]
     results = submit_in_threads(group, submits, hold_first_write_until=lambda: group.waiting == 7)
     assert len(commits) == 2  # the first alone, then the seven that queued behind it
@@ -149,7 +149,7 @@ def test_submits_that_arrive_while_a_group_writes_commit_together_in_one_transac
 
 
 def test_a_row_the_database_refuses_fails_only_its_own_submit(database, commits, refuses_poison):
-    group = grouped.Group()
+    group = group_commit.Group()
     submits = [(user_args(n), {"priority": POISON if n == 4 else 0}) for n in range(6)]
     results = submit_in_threads(group, submits, hold_first_write_until=lambda: group.waiting == 5)
     assert "poisoned row" in str(results[4])
@@ -162,16 +162,16 @@ def test_a_row_the_database_refuses_fails_only_its_own_submit(database, commits,
 
 def test_an_invalid_submit_is_refused_before_it_joins_a_group(session, commits):
     with pytest.raises(UnknownTask):
-        grouped.Group().enqueue(session, "no_such_task", {})
+        group_commit.Group().enqueue_and_commit(session, "no_such_task", {})
     with pytest.raises(ValueError):
-        grouped.Group().enqueue(session, "create_user", user_args(1), priority=1000)
+        group_commit.Group().enqueue_and_commit(session, "create_user", user_args(1), priority=1000)
     assert not commits
     assert count_rows(Task) == 0
 
 
 def test_a_database_error_reaches_every_submit_of_the_group_and_the_line_goes_on(
         database, refuses_poison):
-    group = grouped.Group()
+    group = group_commit.Group()
     results = submit_in_threads(group, [(user_args(1), {"priority": POISON})])
     assert "poisoned row" in str(results[0])
     assert count_rows(Task) == 0
@@ -193,12 +193,12 @@ class InterruptedWhenWoken(threading.Event):
 
 
 def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database):
-    group = grouped.Group(wake_event=InterruptedWhenWoken)
+    group = group_commit.Group(wake_event=InterruptedWhenWoken)
     results = {}
 
     def one(name):
         try:
-            results[name] = group.enqueue(db.Session, "create_user", {"name": name, "age": 1})
+            results[name] = group.enqueue_and_commit(db.Session, "create_user", {"name": name, "age": 1})
         except BaseException as error:  # noqa: B036 - the test looks at it
             results[name] = error
         finally:
@@ -227,11 +227,11 @@ def test_a_submit_interrupted_after_it_was_handed_the_lead_hands_it_on(database)
 
 def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_twice(
         database, monkeypatch):
-    group = grouped.Group()
+    group = group_commit.Group()
     inserts = []
-    add_rows = submit.add_rows
-    monkeypatch.setattr(submit, "add_rows", lambda session, rows: (inserts.append(len(rows)),
-                                                                 add_rows(session, rows))[1])
+    insert_rows = submit.insert_rows
+    monkeypatch.setattr(submit, "insert_rows", lambda session, rows: (inserts.append(len(rows)),
+                                                                 insert_rows(session, rows))[1])
 
     def commit_fails(session):
         if session.info.get(submit.PENDING):
@@ -253,7 +253,7 @@ def test_a_forked_child_does_not_wait_for_a_group_its_parent_was_writing(databas
     result = context.Queue()
     with first_insert_held(release.is_set) as reached:
         parent = threading.Thread(target=lambda: (
-            grouped.enqueue_alone(db.Session, "create_user", user_args(1)), db.Session.remove()),
+            group_commit.enqueue_and_commit(db.Session, "create_user", user_args(1)), db.Session.remove()),
             daemon=True)
         parent.start()
         try:
@@ -281,7 +281,7 @@ def _submit_in_child(result):
         db.get_engine().dispose(close=False)  # the parent's pooled connections stay the parent's
         session = session_factory()
         try:
-            grouped.enqueue_alone(session, "create_user", user_args(2))
+            group_commit.enqueue_and_commit(session, "create_user", user_args(2))
         finally:
             session.close()
         result.put("queued")

@@ -46,7 +46,7 @@ class Group:
         """How many submits are in line for the next group (not yet being written)."""
         return len(self._line)
 
-    def enqueue(self, session, name, args, delay=None, run_at=None, max_attempts=None,
+    def enqueue_and_commit(self, session, name, args, delay=None, run_at=None, max_attempts=None,
                 time_limit=None, priority=None):
         """Queue a task and commit it (with whatever concurrent submits are waiting); return it.
 
@@ -147,7 +147,7 @@ def _insert(rows):
     session = session_factory()
     try:
         try:
-            written = submit.add_rows(session, rows)
+            written = submit.insert_rows(session, rows)
         except DBAPIError as error:
             if is_transient(error):
                 raise
@@ -173,6 +173,6 @@ def _forget_group():
 os.register_at_fork(after_in_child=_forget_group)
 
 
-def enqueue_alone(session, name, args, **options):
+def enqueue_and_commit(session, name, args, **options):
     """Queue a task in a transaction of its own (shared with concurrent ones); return it, committed."""
-    return group.enqueue(session, name, args, **options)
+    return group.enqueue_and_commit(session, name, args, **options)
