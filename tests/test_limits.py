@@ -9,7 +9,7 @@ from sqlalchemy import insert, select, update
 import db
 from db import claims, attempt_writes, limits, tasks
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
-from service.runner import housekeeping, submit
+from service.runner import rollup_and_prune, submit
 from service.runner.registry import TaskRegistry
 from tests.conftest import backend, count_rows, wait_for
 from tests.sample_tasks import Slot
@@ -303,11 +303,11 @@ def test_a_claim_makes_a_forgotten_key_again_and_its_limit_still_holds(session):
 
 
 def test_each_heartbeat_looks_at_the_next_batch_of_limit_keys(session, monkeypatch):
-    monkeypatch.setattr(housekeeping, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(rollup_and_prune, "PRUNE_BATCH", 2)
     week_ago = utcnow() - dt.timedelta(days=8)
     session.execute(insert(TaskLimit), [{"limit_key": f"k{n}", "created_at": week_ago} for n in range(5)])
     session.commit()
-    keeper = housekeeping.RollupAndPrune()
+    keeper = rollup_and_prune.RollupAndPrune()
     keeper.keep(retention=0)  # 0 keeps everything
     left = [limit_keys()]
     for _ in range(3):
