@@ -1,15 +1,17 @@
 """Fixtures: a real database (SQLite file or TEST_DATABASE_URL), the app, the runner."""
+import collections
 import os
 import pathlib
 import threading
 import time
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
 import db
-from db.models import Base
+from db import tasks
+from db.models import Base, Task, User
 from service import create_app
 from service.runner import RunnerConfig, submit
 from service.runner.threads import ThreadExecutor
@@ -146,8 +148,6 @@ def client(app):
 
 def count_rows(model, *where):
     """Count rows of model in a fresh session."""
-    from sqlalchemy import func, select
-
     with db.session_scope() as s:
         return s.scalar(select(func.count()).select_from(model).where(*where))
 
@@ -171,3 +171,78 @@ def no_runner_left_behind():
     """Fail a test that leaves runner threads alive: they would claim the next test's tasks."""
     yield
     wait_for(lambda: not live_threads("task-"), timeout=10, message="runner threads to exit")
+
+
+# Helpers and fixtures several test modules share.
+
+def task_row(task_id):
+    """The task's row, read afresh."""
+    with db.session_scope() as s:
+        return s.get(Task, task_id)
+
+
+def wait_finished(task_ids, timeout=60):
+    """Wait until every task has finished; return their rows by id."""
+    def done():
+        with db.session_scope() as s:
+            rows = s.scalars(select(Task).where(Task.id.in_(task_ids))).all()
+        if len(rows) == len(task_ids) and all(r.finished for r in rows):
+            return {r.id: r for r in rows}
+        return None
+
+    return wait_for(done, timeout=timeout, message=f"{len(task_ids)} tasks to finish")
+
+
+def wait_status(task_id, status, timeout=30):
+    """Wait until the task has status; return its row."""
+    return wait_for(lambda: task_row(task_id).status == status and task_row(task_id),
+                    timeout=timeout, message=f"task {task_id} to be {status}")
+
+
+def enqueue(runner, name, args=None, **options):
+    """Submit and commit a task on this thread's Session (the runner wakes after the commit)."""
+    task_id = submit.enqueue(db.Session, name, args or {}, **options).id
+    db.Session.commit()
+    db.Session.remove()
+    return task_id
+
+
+def statuses_counted(ids):
+    """{status: how many of ids}, read in one statement (two reads could straddle a change)."""
+    with db.session_scope() as s:
+        return dict(collections.Counter(s.scalars(select(Task.status).where(Task.id.in_(ids)))))
+
+
+def queue_rows(n, name="noop", args=None):
+    """Insert n due tasks straight into the table (no wake-up)."""
+    with db.session_scope() as s:
+        return [tasks.insert_task(s, name, args or {}).id for _ in range(n)]
+
+
+# Settings that make a server or worker process notice a lost lease in seconds.
+FAST = dict(TASK_HEARTBEAT=0.5, TASK_LEASE=2, TASK_POLL_INTERVAL=0.1, LOG_LEVEL="WARNING")
+
+
+@pytest.fixture
+def processes():
+    """Server and worker processes a test starts (append them); stopped after it."""
+    started = []
+    yield started
+    for process in started:
+        process.stop(timeout=30)
+
+
+def counts(engine):
+    """{status: n} of tasks, and (users, distinct user names)."""
+    with engine.connect() as connection:
+        by_status = dict(connection.execute(
+            select(Task.status, func.count()).group_by(Task.status)).all())
+        users = connection.execute(
+            select(func.count(), func.count(User.name.distinct()))).one()
+    return by_status, tuple(users)
+
+
+def all_succeeded(engine, n):
+    """counts() once all n tasks succeeded, else False."""
+    by_status, users = counts(engine)
+    return by_status.get("succeeded") == n and (by_status, users)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from tests.bench.client import load
 from tests.conftest import mysql_only, wait_for
 from tests.server import Server, migrate
-from tests.test_durability import FAST, all_succeeded, counts
+from tests.conftest import FAST, all_succeeded, counts
 
 pytestmark = [pytest.mark.slow, mysql_only]
 

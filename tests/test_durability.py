@@ -6,15 +6,12 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from db.models import Task, User
+from db.models import Task
 from tests.bench.client import load
-from tests.conftest import wait_for
+from tests.conftest import FAST, all_succeeded, counts, wait_for
 from tests.server import Server, Worker, migrate
 
 pytestmark = pytest.mark.slow
-
-FAST = dict(TASK_HEARTBEAT=0.5, TASK_LEASE=2, TASK_POLL_INTERVAL=0.1, LOG_LEVEL="WARNING")
-
 
 @pytest.fixture
 def migrated_db(empty_db):
@@ -24,24 +21,6 @@ def migrated_db(empty_db):
     engine.dispose()
 
 
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for process in started:
-        process.stop(timeout=30)
-
-
-def counts(engine):
-    """{status: n} of tasks, and (users, distinct user names)."""
-    with engine.connect() as connection:
-        by_status = dict(connection.execute(
-            select(Task.status, func.count()).group_by(Task.status)).all())
-        users = connection.execute(
-            select(func.count(), func.count(User.name.distinct()))).one()
-    return by_status, tuple(users)
-
-
 def submit_many(server, n, delay=0.0, concurrency=8):
     """POST n create_user tasks named u0..u(n-1) (names checked for duplicates later)."""
     for start in range(0, n, 100):
@@ -49,11 +28,6 @@ def submit_many(server, n, delay=0.0, concurrency=8):
             status, _, _ = server.request("POST", "/api/tasks", {
                 "name": "create_user", "args": {"name": f"u{i}", "age": 1, "delay": delay}})
             assert status == 202
-
-
-def all_succeeded(engine, n):
-    by_status, users = counts(engine)
-    return by_status.get("succeeded") == n and (by_status, users)
 
 
 def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(migrated_db, tmp_path,

@@ -11,11 +11,9 @@ from db import claims, attempt_writes, limits, tasks
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
 from service.runner import rollup_and_prune, submit
 from service.runner.registry import TaskRegistry
-from tests.conftest import backend, count_rows, wait_for
+from tests.conftest import FAST, backend, count_rows, wait_finished, wait_for
 from tests.sample_tasks import Slot
 from tests.server import Worker
-from tests.test_durability import FAST, processes  # noqa: F401  a fixture
-from tests.test_runner import wait_finished
 
 
 def slot_marks(session):
@@ -106,8 +104,6 @@ def test_a_limited_task_of_higher_priority_goes_first_and_what_does_not_fit_wait
 
 
 def test_plain_claims_and_deliveries_never_take_a_limited_task(session):
-    from db import publishing
-
     ids = enqueue(session, "limited", 3)
     assert claims.claim_unlimited(session, "a", 8) == []
     session.commit()

@@ -10,9 +10,8 @@ from db.models import Task, TaskQueue
 from service.config import ConfigError, load_config
 from service.runner import submit
 from service.runner.registry import registry, task
-from tests.conftest import count_rows, wait_for
+from tests.conftest import count_rows, wait_finished, wait_for
 from tests.sample_tasks import RANKED_STARTS, NoArgs
-from tests.test_runner import wait_finished
 
 
 @pytest.fixture(autouse=True)

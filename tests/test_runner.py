@@ -1,5 +1,4 @@
 """The runner with real threads on a real database."""
-import collections
 import datetime as dt
 import gc
 import sqlite3
@@ -19,38 +18,9 @@ from service.runner.dispatch import Dispatcher
 from service.runner.jobs import Jobs
 from service.runner.outcomes import backoff_seconds
 from service.runner.process import RunnerProcess
-from tests.conftest import FAST_RUNNER, MYSQL_URL, count_rows, mysql_only, wait_for
+from tests.conftest import (FAST_RUNNER, MYSQL_URL, count_rows, enqueue, mysql_only, queue_rows, statuses_counted,
+                            task_row, wait_finished, wait_for, wait_status)
 from tests.sample_tasks import PROBE_WRITES
-
-
-def task_row(task_id):
-    with db.session_scope() as s:
-        return s.get(Task, task_id)
-
-
-def wait_finished(task_ids, timeout=60):
-    """Wait until every task has finished; return their rows by id."""
-    def done():
-        with db.session_scope() as s:
-            rows = s.scalars(select(Task).where(Task.id.in_(task_ids))).all()
-        if len(rows) == len(task_ids) and all(r.finished for r in rows):
-            return {r.id: r for r in rows}
-        return None
-
-    return wait_for(done, timeout=timeout, message=f"{len(task_ids)} tasks to finish")
-
-
-def wait_status(task_id, status, timeout=30):
-    return wait_for(lambda: task_row(task_id).status == status and task_row(task_id),
-                    timeout=timeout, message=f"task {task_id} to be {status}")
-
-
-def enqueue(runner, name, args=None, **options):
-    """Submit and commit a task on this thread's Session (the runner wakes after the commit)."""
-    task_id = submit.enqueue(db.Session, name, args or {}, **options).id
-    db.Session.commit()
-    db.Session.remove()
-    return task_id
 
 
 def users_named(name):
@@ -312,12 +282,6 @@ def test_work_is_picked_up_by_wake_ups_not_by_polling(make_runner):
         assert {r.status for r in rows.values()} == {"succeeded"}
 
 
-def statuses_counted(ids):
-    """{status: how many of ids}, read in one statement (two reads could straddle a change)."""
-    with db.session_scope() as s:
-        return dict(collections.Counter(s.scalars(select(Task.status).where(Task.id.in_(ids)))))
-
-
 def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
     runner = make_runner(workers=2, prefetch=1)
     ids = [enqueue(runner, "sleepy", {"seconds": 60}) for _ in range(6)]
@@ -334,12 +298,6 @@ def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
 
 
 sqlite_only = pytest.mark.skipif(bool(MYSQL_URL), reason="claims ride in task commits on SQLite only")
-
-
-def queue_rows(n, name="noop", args=None):
-    """Insert n due tasks straight into the table (no wake-up)."""
-    with db.session_scope() as s:
-        return [tasks.insert_task(s, name, args or {}).id for _ in range(n)]
 
 
 def statuses(ids):

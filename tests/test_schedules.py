@@ -14,9 +14,8 @@ from service.runner import scheduler as scheduler_module
 from service.runner.registry import TaskRegistry
 from service.runner.recurrence import check_schedule
 from service.runner.scheduler import Scheduler
-from tests.conftest import count_rows, wait_for
+from tests.conftest import FAST, count_rows, wait_for
 from tests.server import Worker
-from tests.test_durability import FAST, processes  # noqa: F401  a fixture
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 30, 12, 0, 0)

@@ -8,9 +8,9 @@ from db import claims, attempt_writes, tasks
 from db.models import RunnerRecord, Task, utcnow
 from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
-from tests.conftest import count_rows, mysql_only, wait_for
+from tests.conftest import (count_rows, enqueue, mysql_only, queue_rows, statuses_counted, task_row,
+                            wait_finished, wait_for, wait_status)
 from tests.sample_tasks import STOPS
-from tests.test_runner import enqueue, statuses_counted, task_row, wait_finished, wait_status
 
 def submit(client, task_name, **args):
     response = client.post("/api/tasks", json={"name": task_name, "args": args})
@@ -115,7 +115,6 @@ def test_a_context_says_why_it_stops():
 
 def test_a_worker_marks_its_next_task_running_in_the_commit_that_ends_the_last(make_runner, monkeypatch):
     from service.runner import outcomes
-    from tests.test_runner import queue_rows
 
     own_commits = []
     started = outcomes.started
@@ -134,7 +133,6 @@ def test_a_worker_marks_its_next_task_running_in_the_commit_that_ends_the_last(m
 def test_a_next_task_whose_start_failed_in_the_last_commit_still_runs(make_runner, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    from tests.test_runner import queue_rows
 
     start_task, starts, failures = attempt_writes.start_task, [], []
 

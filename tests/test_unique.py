@@ -9,8 +9,7 @@ import db
 from db import stats
 from db.models import Task, TaskKey, utcnow
 from service.runner import KeyReused, submit
-from tests.conftest import count_rows
-from tests.test_runner import wait_finished
+from tests.conftest import count_rows, wait_finished
 
 KEY = {"Idempotency-Key": "order-42"}
 BODY = {"name": "create_user", "args": {"name": "once", "age": 3}}
