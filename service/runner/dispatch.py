@@ -73,16 +73,13 @@ class Dispatcher:
 
     @contextlib.contextmanager
     def finishing(self, session):
-        """Around a succeeding task's commit: start the worker's next attempt in it, and where
-        claims ride in commits (SQLite) claim the next batch in it too. Yields a list that
-        holds, once the block has committed, that next attempt (if one was waiting).
+        """Around a succeeding task's commit: start the worker's next attempt in it (saving that
+        start a commit), and where claims ride in commits (SQLite) claim the next batch in it
+        too. Yields a list holding, once the block has committed, that next attempt if any.
 
-        Starting the next attempt there saves it a commit of its own. On SQLite
-        the finishing task already holds the one write lock, so the claim there
-        waits for nobody, where the dispatcher's own claim would queue behind
-        the busy workers and leave them idle. Elsewhere each transaction locks
-        only its own rows and the dispatcher claims; the heartbeat skips rows
-        another transaction holds, so two rows here cannot deadlock with it.
+        On SQLite the finishing task already holds the one write lock, so a claim there
+        waits for nobody (the dispatcher's would queue behind the busy workers). The
+        heartbeat skips rows another transaction holds, so it cannot deadlock with this.
         """
         following = self.jobs.take_waiting()
         after = []
