@@ -83,10 +83,18 @@ def _unlimited_due(served):
             .with_for_update(skip_locked=True))  # where rows lock: claimers keep off each other's
 
 
+def picked_ids(pick):
+    """pick (a read of ids) as a common table expression to name rows by: read once, its
+    rows locked once. PostgreSQL may rescan a plain `id IN (pick ... SKIP LOCKED)` while the
+    UPDATE runs, and a rescan skips the rows the UPDATE has already changed, so it takes
+    more than the LIMIT; MATERIALIZED makes it read the pick once."""
+    picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
+    return select(picked.c.id)
+
+
 _UNLIMITED = {  # served (a queues list given) -> its Taking, built once
     served: Taking(
-        returning=(update(_table).where(_c.id.in_(_unlimited_due(served).scalar_subquery()),
-                                        _c.status == QUEUED)
+        returning=(update(_table).where(_c.id.in_(picked_ids(_unlimited_due(served))), _c.status == QUEUED)
                    .values(**_RESERVE).returning(*CLAIM_COLUMNS)),
         pick=_unlimited_due(served).with_only_columns(*CLAIM_COLUMNS),
         mark=_RESERVE_IDS, reread=_RESERVED_BY_US, as_marked=_as_reserved)
