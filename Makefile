@@ -5,15 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MYSQL_URL ?= mysql+pymysql://root:@127.0.0.1:3306
 MYSQL_TEST_DB ?= tasks_test
+POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432
+POSTGRES_TEST_DB ?= tasks_test
 
-.PHONY: install run worker celery-worker migrate test test-mysql bench clean
+.PHONY: install run worker celery-worker migrate test test-mysql test-postgres bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,celery]'
+	$(BIN)/python -m pip install --quiet -e '.[test,celery,postgres]'
 	touch $(STAMP)
 
 migrate: install
@@ -42,10 +44,17 @@ test-mysql: install
 	  c.cursor().execute('CREATE DATABASE $(MYSQL_TEST_DB) CHARACTER SET utf8mb4')"
 	TEST_DATABASE_URL=$(MYSQL_URL)/$(MYSQL_TEST_DB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The same suite against the local PostgreSQL, in a scratch database made afresh.
+test-postgres: install
+	$(BIN)/python -c "import psycopg; c = psycopg.connect('host=127.0.0.1 user=postgres dbname=postgres', autocommit=True); \
+	  c.execute('DROP DATABASE IF EXISTS $(POSTGRES_TEST_DB) WITH (FORCE)'); \
+	  c.execute('CREATE DATABASE $(POSTGRES_TEST_DB)')"
+	TEST_DATABASE_URL=$(POSTGRES_URL)/$(POSTGRES_TEST_DB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
 
-# Benchmarks against a real gunicorn server: make bench (SQLite) or make bench DB=mysql.
+# Benchmarks against a real gunicorn server: make bench (SQLite), make bench DB=mysql or DB=postgres.
 DB ?= sqlite
 # make bench EXECUTOR=celery races the Celery executor against plain Celery instead.
 EXECUTOR ?= threads

@@ -57,7 +57,8 @@ def init_engine(url, pool_size=10, max_overflow=10, echo=False, write_turn=False
     if write_turn:
         dialect.instrument(engine)
     event.listen(engine, "connect", _mark_used)
-    event.listen(engine, "checkin", _mark_used)
+    if dialect.checkin_reaches_server:
+        event.listen(engine, "checkin", _mark_used)
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
     Session.remove()
     session_factory.configure(bind=engine)
@@ -78,7 +79,8 @@ def _ping_if_idle(dialect, dbapi_connection, connection_record, connection_proxy
     pool_pre_ping pings on every checkout: on MySQL a round trip per request,
     a large share of a submit's time under load. A connection used within the
     last second is as alive as one just pinged; an older one is pinged and, if
-    gone, replaced (the pool tries again with a fresh connection).
+    gone, replaced (the pool tries again with a fresh connection). "Used" is the
+    last connect, ping or check-in, the last only where check-in reaches the server.
     """
     if time.monotonic() - connection_record.info.get("used_at", 0.0) <= PING_AFTER:
         return

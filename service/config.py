@@ -11,7 +11,8 @@ from db.dialects import Dialect, dialect_for_url, preferred_drivers, supported_d
 from db.queues import check_queue_name
 
 DEFAULT_DATABASE_URL = "sqlite:///var/app.db"
-URL_EXAMPLES = "such as sqlite:///var/app.db or mysql+pymysql://user:password@host:3306/name"
+URL_EXAMPLES = ("such as sqlite:///var/app.db, mysql+pymysql://user:password@host:3306/name "
+                "or postgresql+psycopg://user:password@host:5432/name")
 
 
 class ConfigError(ValueError):

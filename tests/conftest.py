@@ -20,8 +20,13 @@ import service.jobs  # noqa: F401  registers the real tasks
 import tests.sample_tasks  # noqa: F401  registers the tasks the tests run
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MYSQL_URL = os.environ.get("TEST_DATABASE_URL")
-mysql_only = pytest.mark.skipif(not MYSQL_URL, reason="needs TEST_DATABASE_URL (MySQL/MariaDB)")
+# A database server (MariaDB or PostgreSQL) to run the suite on instead of a SQLite file.
+SERVER_URL = os.environ.get("TEST_DATABASE_URL")
+BACKEND = make_url(SERVER_URL).get_backend_name() if SERVER_URL else "sqlite"
+server_only = pytest.mark.skipif(not SERVER_URL, reason="needs TEST_DATABASE_URL (a database server)")
+sqlite_only = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's own behaviour")
+mysql_only = pytest.mark.skipif(BACKEND != "mysql", reason="needs TEST_DATABASE_URL on MySQL/MariaDB")
+postgres_only = pytest.mark.skipif(BACKEND != "postgresql", reason="needs TEST_DATABASE_URL on PostgreSQL")
 
 FAST_RUNNER = dict(poll_interval=0.05, heartbeat=0.2, lease=30.0, retry_base=0.05, retry_cap=0.2)
 
@@ -41,7 +46,7 @@ def wait_for(predicate, timeout=30.0, interval=0.02, message="condition"):
 @pytest.fixture
 def db_url(tmp_path):
     """The test database: TEST_DATABASE_URL if set, else a SQLite file in tmp_path."""
-    return MYSQL_URL or f"sqlite:///{tmp_path / 'test.db'}"
+    return SERVER_URL or f"sqlite:///{tmp_path / 'test.db'}"
 
 
 @pytest.fixture

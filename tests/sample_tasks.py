@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from db import Session, session_scope, users
 from db.models import Task, User
 from service.runner import RetryTask, TaskCancelled, TimeLimitExceeded, task
+from tests.server_sql import kill_connection_sql, own_connection_id_sql
 
 
 class NoArgs(Schema):
@@ -102,8 +103,8 @@ def drop_connection(ctx):
     if connection.dialect.name == "sqlite":
         connection.invalidate()  # a file database cannot be cut off; drop it by hand
         raise OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
-    own_id = connection.execute(text("SELECT CONNECTION_ID()")).scalar()
-    connection.execute(text(f"KILL CONNECTION {int(own_id)}"))  # answers with an error
+    own_id = connection.execute(own_connection_id_sql(connection.dialect.name)).scalar()
+    connection.execute(kill_connection_sql(connection.dialect.name, own_id))  # answers with an error
 
 
 @task("write_through_bind", schema=NoArgs)

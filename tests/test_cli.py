@@ -507,7 +507,7 @@ def test_a_typo_makes_no_queue_and_a_stray_record_can_be_removed_from_the_comman
     with engine.begin() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM task_queues")).scalar() == 0
         connection.execute(text("INSERT INTO task_queues (name, paused, changed_at) "
-                                "VALUES ('old', 1, '2026-01-01 00:00:00')"))
+                                "VALUES ('old', :paused, '2026-01-01 00:00:00')"), {"paused": True})
     assert "declared by a task or configured" in refused(tasks_cli("remove-queue", "mail"))
     assert "queue old removed" in ok(tasks_cli("remove-queue", "old"))
     assert "no record of a queue named 'old'" in refused(tasks_cli("remove-queue", "old"))

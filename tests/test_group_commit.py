@@ -44,6 +44,13 @@ def refuses_poison(database, db_url):
             connection.execute(text(
                 f"CREATE TRIGGER refuse_poison BEFORE INSERT ON tasks WHEN NEW.priority = {POISON} "
                 "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"))
+        elif backend(db_url) == "postgresql":
+            connection.execute(text(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.priority = {POISON} THEN RAISE EXCEPTION 'poisoned row'; END IF; "
+                "RETURN NEW; END $$"))
+            connection.execute(text("CREATE TRIGGER refuse_poison BEFORE INSERT ON tasks "
+                                    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"))
         else:
             connection.execute(text(
                 "CREATE TRIGGER refuse_poison BEFORE INSERT ON tasks FOR EACH ROW BEGIN "
@@ -51,7 +58,11 @@ def refuses_poison(database, db_url):
                 "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned row'; END IF; END"))
     yield
     with database.begin() as connection:
-        connection.execute(text("DROP TRIGGER refuse_poison"))
+        if backend(db_url) == "postgresql":
+            connection.execute(text("DROP TRIGGER refuse_poison ON tasks"))
+            connection.execute(text("DROP FUNCTION refuse_poison()"))
+        else:
+            connection.execute(text("DROP TRIGGER refuse_poison"))
 
 
 @contextlib.contextmanager

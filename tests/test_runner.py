@@ -18,8 +18,9 @@ from service.runner.dispatch import Dispatcher
 from service.runner.jobs import Jobs
 from service.runner.outcomes import backoff_seconds
 from service.runner.process import RunnerProcess
-from tests.conftest import (FAST_RUNNER, MYSQL_URL, count_rows, enqueue, mysql_only, queue_rows, statuses_counted,
+from tests.conftest import (FAST_RUNNER, count_rows, enqueue, mysql_only, queue_rows, sqlite_only, statuses_counted,
                             task_row, wait_finished, wait_for, wait_status)
+from tests.server_sql import kill_connection_sql, server_connection_id
 from tests.sample_tasks import PROBE_WRITES
 
 
@@ -297,9 +298,6 @@ def test_prefetch_bounds_how_many_tasks_a_runner_holds(make_runner, session):
     assert {r.status for r in rows.values()} == {"cancelled"}
 
 
-sqlite_only = pytest.mark.skipif(bool(MYSQL_URL), reason="claims ride in task commits on SQLite only")
-
-
 def statuses(ids):
     with db.session_scope() as s:
         return set(s.scalars(select(Task.status).where(Task.id.in_(ids))))
@@ -444,7 +442,7 @@ def cut_off(dbapi_connection):
         dbapi_connection.close()
         return
     with db.session_scope() as s:
-        s.execute(text(f"KILL CONNECTION {int(dbapi_connection.thread_id())}"))
+        s.execute(kill_connection_sql(s.get_bind().dialect.name, server_connection_id(dbapi_connection)))
 
 
 def test_a_held_connection_left_unused_while_a_task_works_is_checked_before_use(

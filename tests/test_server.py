@@ -118,8 +118,10 @@ def test_a_task_process_runs_every_task_at_once_serves_no_request_and_is_replace
         (web_pid,) = set(workers) - ran
 
         os.kill(task_pid, signal.SIGKILL)  # gunicorn starts another worker: it takes the task role
-        _, *workers = wait_for(lambda: (len(server.pids()) == 3 and task_pid not in server.pids()
-                                        and server.pids()), message="a new worker in its place")
+        def replaced():  # one look at the processes: the killed one may still be reaped in between
+            pids = server.pids()
+            return len(pids) == 3 and task_pid not in pids and pids
+        _, *workers = wait_for(replaced, message="a new worker in its place")
         ran = owner_pids(server, submit_and_finish(server, 20))
         assert ran == set(workers) - {web_pid}
         assert server.request("GET", "/readyz")[2]["runner"] is None  # the web process is still web

@@ -2,10 +2,12 @@
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 import db
-from tests.conftest import backend, mysql_only
+from tests.conftest import backend, mysql_only, postgres_only, server_only
+from tests.server_sql import kill_connection_sql, own_connection_id_sql
 
 
 def test_in_memory_sqlite_is_refused():
@@ -57,18 +59,28 @@ def test_a_connection_is_pinged_only_after_sitting_idle(database, monkeypatch):
     assert len(pings) == 1
 
 
-@mysql_only
-def test_a_pooled_connection_the_server_killed_is_replaced_at_its_idle_checkout(database, monkeypatch):
-    import pymysql
+@postgres_only
+def test_postgres_pool_recycles_and_reads_committed(db_url):
+    engine = db.init_engine(db_url, pool_size=12, max_overflow=3)
+    try:
+        assert 0 < engine.pool._recycle <= 3600  # SQLAlchemy's own attribute: nothing else says it
+        assert engine.pool.size() == 12
+        with engine.connect() as connection:
+            assert connection.get_isolation_level() == "READ COMMITTED"
+    finally:
+        db.dispose_engine()
 
+
+@server_only
+def test_a_pooled_connection_the_server_killed_is_replaced_at_its_idle_checkout(database, monkeypatch):
+    name = database.dialect.name
     with database.connect() as connection:
-        victim = connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
-    killer = pymysql.connect(host="127.0.0.1", user="root", password="")
-    killer.cursor().execute(f"KILL {victim}")
-    killer.close()
+        victim = connection.execute(own_connection_id_sql(name)).scalar()
+    with create_engine(database.url, poolclass=NullPool).connect() as killer:
+        killer.execute(kill_connection_sql(name, victim))
     monkeypatch.setattr(db.session, "PING_AFTER", 0.0)
     with database.connect() as connection:  # the ping finds it dead; the pool connects anew
-        assert connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar() != victim
+        assert connection.execute(own_connection_id_sql(name)).scalar() != victim
 
 
 def test_each_thread_gets_its_own_session_and_remove_releases_it(session):
@@ -101,5 +113,5 @@ def test_session_scope_rolls_back_on_error(session):
 
 
 def test_backend_name_matches_the_configured_database(db_url, database):
-    assert database.dialect.name in ("sqlite", "mysql", "mariadb")
-    assert backend(db_url) in ("sqlite", "mysql")
+    assert database.dialect.name in ("sqlite", "mysql", "mariadb", "postgresql")
+    assert backend(db_url) in ("sqlite", "mysql", "postgresql")

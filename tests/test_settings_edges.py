@@ -24,7 +24,11 @@ ENTRY_POINTS = {
 BAD_SETTINGS = [
     ("PORT", "99999", "PORT must be at most 65535, got '99999'"),
     ("DATABASE_URL", "postgresql://app:secret@127.0.0.1/app",
-     "DATABASE_URL cannot be used: postgresql is not supported (supported: sqlite, mysql+pymysql"),
+     "DATABASE_URL cannot be used: postgresql is not supported "
+     "(supported: sqlite, mysql+pymysql, postgresql+psycopg;"),
+    ("DATABASE_URL", "postgresql+psycopg2://app:secret@127.0.0.1/app",
+     "DATABASE_URL cannot be used: postgresql+psycopg2 is not supported "
+     "(supported: sqlite, mysql+pymysql, postgresql+psycopg;"),
     ("DATABASE_URL", "mysql://app:secret@127.0.0.1/app",
      "DATABASE_URL cannot be used: mysql is not supported (supported: sqlite, mysql+pymysql"),
     ("DATABASE_URL", "::not a url:secret", "DATABASE_URL cannot be used: it cannot be parsed"),

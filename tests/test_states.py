@@ -8,7 +8,7 @@ from db import claims, attempt_writes, tasks
 from db.models import RunnerRecord, Task, utcnow
 from db.session import session_factory
 from service.runner import TaskContext, TimeLimitExceeded, TaskCancelled
-from tests.conftest import (count_rows, enqueue, mysql_only, queue_rows, statuses_counted, task_row,
+from tests.conftest import (count_rows, enqueue, server_only, queue_rows, statuses_counted, task_row,
                             wait_finished, wait_for, wait_status)
 from tests.sample_tasks import STOPS
 
@@ -164,15 +164,15 @@ def test_the_migration_lets_an_existing_table_hold_reserved_tasks_and_back(empty
     engine = create_engine(empty_db)
     insert = text("INSERT INTO tasks (name, args, status, progress, attempts, max_attempts, "
                   "cancel_requested, run_after, created_at, priority, queue, owner) VALUES "
-                  "('noop', '{}', :status, 0, 1, 3, 0, '2026-01-01', '2026-01-01', 0, 'default', 'p')")
+                  "('noop', '{}', :status, 0, 1, 3, :no, '2026-01-01', '2026-01-01', 0, 'default', 'p')")
     try:
         with engine.begin() as connection:
-            connection.execute(insert, {"status": "running"})
+            connection.execute(insert, {"status": "running", "no": False})
         command.upgrade(config, "head")
         with engine.begin() as connection:
-            connection.execute(insert, {"status": "reserved"})
+            connection.execute(insert, {"status": "reserved", "no": False})
         with pytest.raises((IntegrityError, OperationalError)), engine.begin() as connection:
-            connection.execute(insert, {"status": "nonsense"})
+            connection.execute(insert, {"status": "nonsense", "no": False})
         command.downgrade(config, "0009")  # a reserved row goes back to the queue, its claim not counted
         with engine.connect() as connection:
             rows = connection.execute(text("SELECT status, attempts, owner FROM tasks ORDER BY id")).all()
@@ -181,7 +181,11 @@ def test_the_migration_lets_an_existing_table_hold_reserved_tasks_and_back(empty
         engine.dispose()
 
 
-@mysql_only
+LOCK_WAIT_OF_2_SECONDS = {"mysql": "SET SESSION innodb_lock_wait_timeout = 2",
+                          "postgresql": "SET LOCAL lock_timeout = '2s'"}
+
+
+@server_only
 def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(database, session):
     """The heartbeat locked every held row in id order, so a transaction holding one of them and
     wanting another deadlocked with it (seen on MariaDB). It now skips rows locked elsewhere."""
@@ -195,7 +199,7 @@ def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(databas
     try:
         assert attempt_writes.start_task(finishing, taken[1], "w:1:a")  # holds the row of ids[1]
         with db.session_scope() as beat:
-            beat.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))  # fail fast, not hang
+            beat.execute(text(LOCK_WAIT_OF_2_SECONDS[beat.get_bind().dialect.name]))  # fail fast, not hang
             assert attempt_writes.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped
     finally:
         finishing.rollback()

@@ -18,18 +18,20 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 COLUMNS = ['status', 'run_after', 'id']
+# Partial indexes (CREATE INDEX ... WHERE) where the database has them.
+PARTIAL = ('sqlite', 'postgresql')
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != 'sqlite':
+    if op.get_bind().dialect.name not in PARTIAL:
         return
     op.drop_index('ix_tasks_status_run_after', table_name='tasks')
     op.create_index('ix_tasks_status_run_after', 'tasks', COLUMNS,
-                    sqlite_where=sa.text("status = 'queued'"))
+                    sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != 'sqlite':
+    if op.get_bind().dialect.name not in PARTIAL:
         return
     op.drop_index('ix_tasks_status_run_after', table_name='tasks')
     op.create_index('ix_tasks_status_run_after', 'tasks', COLUMNS)

@@ -21,7 +21,7 @@ depends_on: Union[str, Sequence[str], None] = None
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(
     mysql.DATETIME(fsp=6), 'mysql')
-SQLITE_STATUS_INDEXES = ('running', 'failed', 'cancelled')
+PARTIAL_STATUS_INDEXES = ('running', 'failed', 'cancelled')
 
 
 def upgrade() -> None:
@@ -29,10 +29,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('retry_of', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('retried_by', sa.Integer(), nullable=True))
     op.create_index('ix_tasks_finished_at', 'tasks', ['finished_at'])
-    if op.get_bind().dialect.name == 'sqlite':
-        for status in SQLITE_STATUS_INDEXES:
+    if op.get_bind().dialect.name in ('sqlite', 'postgresql'):
+        for status in PARTIAL_STATUS_INDEXES:
             op.create_index(f'ix_tasks_{status}', 'tasks', ['id'],
-                            sqlite_where=sa.text(f"status = '{status}'"))
+                            sqlite_where=sa.text(f"status = '{status}'"),
+                            postgresql_where=sa.text(f"status = '{status}'"))
     op.create_table(
         'task_totals',
         sa.Column('name', sa.String(length=100), nullable=False),
@@ -77,8 +78,8 @@ def downgrade() -> None:
     op.drop_table('task_rollup')
     op.drop_table('task_minutes')
     op.drop_table('task_totals')
-    if op.get_bind().dialect.name == 'sqlite':
-        for status in SQLITE_STATUS_INDEXES:
+    if op.get_bind().dialect.name in ('sqlite', 'postgresql'):
+        for status in PARTIAL_STATUS_INDEXES:
             op.drop_index(f'ix_tasks_{status}', table_name='tasks')
     op.drop_index('ix_tasks_finished_at', table_name='tasks')
     with op.batch_alter_table('tasks') as batch_op:

@@ -22,8 +22,9 @@ INDEX = 'ix_tasks_status_run_after'
 
 def recreate(columns):
     op.drop_index(INDEX, table_name='tasks')
-    if op.get_bind().dialect.name == 'sqlite':
-        op.create_index(INDEX, 'tasks', columns, sqlite_where=sa.text("status = 'queued'"))
+    if op.get_bind().dialect.name in ('sqlite', 'postgresql'):
+        op.create_index(INDEX, 'tasks', columns, sqlite_where=sa.text("status = 'queued'"),
+                        postgresql_where=sa.text("status = 'queued'"))
     else:
         op.create_index(INDEX, 'tasks', columns)
 

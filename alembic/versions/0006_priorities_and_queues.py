@@ -24,7 +24,8 @@ OLD, NEW = 'ix_tasks_status_run_after', 'ix_tasks_claim'
 
 
 def create_claim_index(name, columns):
-    where = {'sqlite_where': sa.text("status = 'queued'")} if op.get_bind().dialect.name == 'sqlite' else {}
+    dialect = op.get_bind().dialect.name
+    where = {f'{dialect}_where': sa.text("status = 'queued'")} if dialect in ('sqlite', 'postgresql') else {}
     op.create_index(name, 'tasks', columns, **where)
 
 

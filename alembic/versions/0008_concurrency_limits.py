@@ -28,7 +28,9 @@ CLAIM = ['status', sa.text('priority DESC'), 'run_after', 'id', 'name', 'queue']
 
 
 def create_index(name, columns, sqlite_where):
-    where = {'sqlite_where': sa.text(sqlite_where)} if op.get_bind().dialect.name == 'sqlite' else {}
+    """A tasks index, partial (WHERE sqlite_where) where the database has partial indexes."""
+    dialect = op.get_bind().dialect.name
+    where = {f'{dialect}_where': sa.text(sqlite_where)} if dialect in ('sqlite', 'postgresql') else {}
     op.create_index(name, 'tasks', columns, **where)
 
 

@@ -24,8 +24,9 @@ NEW = "status IN ('queued', 'reserved', 'running', 'succeeded', 'failed', 'cance
 
 def upgrade() -> None:
     replace_status_check(OLD, NEW)
-    if op.get_bind().dialect.name == 'sqlite':
-        op.create_index('ix_tasks_reserved', 'tasks', ['id'], sqlite_where=sa.text("status = 'reserved'"))
+    dialect = op.get_bind().dialect.name
+    if dialect in ('sqlite', 'postgresql'):
+        op.create_index('ix_tasks_reserved', 'tasks', ['id'], **{f'{dialect}_where': sa.text("status = 'reserved'")})
 
 
 def downgrade() -> None:
@@ -33,7 +34,7 @@ def downgrade() -> None:
     op.execute("UPDATE tasks SET status = 'queued', owner = NULL, "
                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
                "WHERE status = 'reserved'")
-    if op.get_bind().dialect.name == 'sqlite':
+    if op.get_bind().dialect.name in ('sqlite', 'postgresql'):
         op.drop_index('ix_tasks_reserved', table_name='tasks')
     replace_status_check(NEW, OLD)
 

@@ -12,13 +12,14 @@ from sqlalchemy.exc import DBAPIError
 
 from db.dialects.base import MIGRATION_LOCK_TIMEOUT, Dialect, MigrationLockTimeout, Taking
 from db.dialects.mysql import MySQL
+from db.dialects.postgresql import PostgreSQL
 from db.dialects.sqlite import SQLite
 
 __all__ = ["MIGRATION_LOCK_TIMEOUT", "Dialect", "MigrationLockTimeout", "Taking", "by_primary_key", "column_type",
            "dialect_for_url", "dialect_named", "dialect_of", "is_transient", "preferred_drivers", "supported_drivers",
            "with_partial_indexes", "partial_where"]
 
-_EACH = (SQLite(), MySQL())
+_EACH = (SQLite(), MySQL(), PostgreSQL())
 DIALECTS = {backend: dialect for dialect in _EACH for backend in dialect.backends}
 DEFAULT = Dialect()
 
@@ -92,6 +93,9 @@ def is_transient(error):
     orig = error.orig
     code = orig.args[0] if getattr(orig, "args", None) else None
     if isinstance(code, int) and any(code in d.transient_codes for d in _EACH):
+        return True
+    state = getattr(orig, "sqlstate", None)
+    if state and any(state in d.transient_states or state[:2] in d.transient_state_classes for d in _EACH):
         return True
     text = str(orig).lower()
     return any(word in text for d in _EACH for word in d.transient_words)

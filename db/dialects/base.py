@@ -37,7 +37,12 @@ class Dialect:
     primary_key_hint = None  # (hint, dialect names) that makes an UPDATE by ids use the primary key
     transient_codes = frozenset()  # driver error codes another attempt may not hit
     transient_words = ()  # words in a driver error message that mean the same
+    transient_states = frozenset()  # SQLSTATEs (a driver error's sqlstate) that mean the same
+    transient_state_classes = ()  # SQLSTATE classes (first two characters) that do
     column_types = {}  # role (db.models) -> this database's own column type for it
+    # The pool's rollback on check-in goes to the server, so a connection checked in
+    # without error was alive then (a driver may skip it when no transaction is open).
+    checkin_reaches_server = True
     # Request threads of a process that serves requests and runs no tasks: its requests
     # mostly wait for their group's commit, and more of them at once make bigger groups.
     web_threads = 16
