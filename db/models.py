@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.dialects import column_type, partial_where, with_partial_indexes
+from db.dialects import column_type, dialect_of, partial_where, with_partial_indexes
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -211,6 +211,13 @@ class TaskMinute(Base):
     minute: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@event.listens_for(Task.__table__, "after_create")
+def _create_queued_notice(table, connection, **kwargs):
+    """Where the database can tell other hosts of queued tasks, it does from now on (the
+    migration does the same)."""
+    dialect_of(connection).create_queued_notice(connection)
 
 
 class TaskRollup(Base):

@@ -106,6 +106,13 @@ def warm_pool():
             connection.close()
 
 
+def listen_for_queued(wake):
+    """Call wake() whenever any process queues tasks, where the database can say so (what it
+    returns has stop()); None where polling alone finds them."""
+    engine = get_engine()
+    return dialect_for_url(engine.url).listen_for_queued(engine, wake)
+
+
 def get_engine():
     """Return the engine bound by init_engine."""
     if _engine is None:

@@ -79,6 +79,14 @@ class Dialect:
     def restart_ids(self, session, tables):
         """Make the next row of each (emptied) table get id 1."""
 
+    def create_queued_notice(self, connection):
+        """Make what tells other hosts that tasks were queued (the tasks table was just created)."""
+
+    def listen_for_queued(self, engine, wake):
+        """Start calling wake() whenever another process queues tasks, if this database can
+        say so; return what stop() ends it, or None (polling alone finds them)."""
+        return None
+
     def insert_or_keep(self, table):
         """An INSERT into table that leaves a row already holding its primary key as it is."""
         return postgresql.insert(table).on_conflict_do_nothing()

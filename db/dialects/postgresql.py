@@ -6,6 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from db.dialects.base import MIGRATION_LOCK_TIMEOUT, Dialect, MigrationLockTimeout
+from db.dialects.postgresql_notify import QUEUED_NOTICE, QueuedListener
 
 POSTGRES_POOL_RECYCLE = 3600  # connections older than this are replaced (a restarted server, a proxy)
 POSTGRES_CONNECT_TIMEOUT = 10  # seconds
@@ -13,7 +14,7 @@ POSTGRES_CONNECT_TIMEOUT = 10  # seconds
 
 class PostgreSQL(Dialect):
     """PostgreSQL: the base Dialect's one UPDATE ... WHERE id IN (... FOR UPDATE SKIP LOCKED)
-    RETURNING claim, partial indexes on the few-row states, transactional DDL."""
+    RETURNING claim, partial indexes on the few-row states, LISTEN/NOTIFY wake-ups."""
 
     name = "postgresql"
     backends = ("postgresql",)
@@ -42,6 +43,15 @@ class PostgreSQL(Dialect):
             "pool_recycle": POSTGRES_POOL_RECYCLE,
             "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT},
         }
+
+    def create_queued_notice(self, connection):
+        """The triggers that NOTIFY in the transaction that queues tasks (postgresql_notify)."""
+        for statement in QUEUED_NOTICE:
+            connection.exec_driver_sql(statement)
+
+    def listen_for_queued(self, engine, wake):
+        """A connection of its own LISTENs and wakes this process (postgresql_notify)."""
+        return QueuedListener(engine, wake).start()
 
     def insert_or_keep(self, table):
         """ON CONFLICT DO UPDATE a no-op, not DO NOTHING: it locks the row it met, so

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 
-from db import HeldConnection, Session
+from db import HeldConnection, Session, listen_for_queued
 from service import metrics
 from service.runner import outcomes
 from service.runner.attempt import run_attempt
@@ -38,6 +38,7 @@ class ThreadExecutor(Executor):
         self._threads = []
         self._dispatcher = None  # the Dispatcher while running here
         self._dispatching = None  # its thread
+        self._listener = None  # what wakes it when another process queues tasks (PostgreSQL)
 
     def runs_here(self):
         return self.config.workers > 0
@@ -71,6 +72,8 @@ class ThreadExecutor(Executor):
             for thread in self._threads:
                 thread.start()
             self._dispatching.start()
+            # Tasks queued by other processes, on any host: claimed at once, not at the next poll.
+            self._listener = listen_for_queued(self.wake)
             log.info("runner %s started with %d workers", self.owner, self.config.workers)
 
     def ensure_started(self):
@@ -92,6 +95,9 @@ class ThreadExecutor(Executor):
             process = self._process
             log.info("runner %s stopping: %d claimed tasks get up to %gs", self.owner, process.count(), grace)
             self._stopping.set()
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener = None
             self._dispatcher.wake()
             # Bounded: a dispatcher stuck in database I/O must not hold up the exit.
             self._dispatching.join(timeout=grace + 5)
