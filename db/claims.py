@@ -83,19 +83,21 @@ def _unlimited_due(served):
             .with_for_update(skip_locked=True))  # where rows lock: claimers keep off each other's
 
 
-def picked_ids(pick):
-    """pick (a read of ids) as a common table expression to name rows by: read once, its
-    rows locked once. PostgreSQL may rescan a plain `id IN (pick ... SKIP LOCKED)` while the
-    UPDATE runs, and a rescan skips the rows the UPDATE has already changed, so it takes
-    more than the LIMIT; MATERIALIZED makes it read the pick once."""
+def update_picked(pick, where, values, columns):
+    """The UPDATE ... RETURNING of the rows pick (a read of ids) names, as a Taking's
+    `returning` and `returning_inline` (keyword arguments). In `returning` the pick is a
+    common table expression, read once: PostgreSQL may rescan a plain `id IN (pick ... SKIP
+    LOCKED)` while the UPDATE runs, and a rescan skips the rows the UPDATE has already
+    changed, so it took more than the LIMIT (MATERIALIZED makes it read the pick once)."""
+    def marking(ids):
+        return update(_table).where(_c.id.in_(ids), *where).values(**values).returning(*columns)
     picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
-    return select(picked.c.id)
+    return dict(returning=marking(select(picked.c.id)), returning_inline=marking(pick.scalar_subquery()))
 
 
 _UNLIMITED = {  # served (a queues list given) -> its Taking, built once
     served: Taking(
-        returning=(update(_table).where(_c.id.in_(picked_ids(_unlimited_due(served))), _c.status == QUEUED)
-                   .values(**_RESERVE).returning(*CLAIM_COLUMNS)),
+        **update_picked(_unlimited_due(served), [_c.status == QUEUED], _RESERVE, CLAIM_COLUMNS),
         pick=_unlimited_due(served).with_only_columns(*CLAIM_COLUMNS),
         mark=_RESERVE_IDS, reread=_RESERVED_BY_US, as_marked=_as_reserved)
     for served in (False, True)
@@ -203,6 +205,7 @@ _GIVE_BACK = by_primary_key(
 def give_back(session, task_ids, owner):
     """Put tasks owner reserved in this transaction back in the queue, the claim not counted."""
     if task_ids:
+        dialect_of(session).hush_requeues(session)  # nobody else need look: they were never out
         session.execute(_GIVE_BACK, {"ids": list(task_ids), "v_owner": owner})
 
 

@@ -57,9 +57,8 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
            or_(_c.limit_key.is_(None), _c.id.in_(claims.fitting_limited_ids(now))))
     pick = select(*_PUBLISH_COLUMNS).where(*due).order_by(*claims.CLAIM_ORDER).limit(limit)
     taking = Taking(
-        returning=(update(_table).where(_c.id.in_(claims.picked_ids(
-                       pick.with_only_columns(_c.id).with_for_update(skip_locked=True))), *due)
-                   .values(published_at=now).returning(*_PUBLISH_COLUMNS)),
+        **claims.update_picked(pick.with_only_columns(_c.id).with_for_update(skip_locked=True), due,
+                               {"published_at": now}, _PUBLISH_COLUMNS),
         pick=pick.with_for_update(skip_locked=True), mark=_SET_PUBLISHED)
     rows = sorted(dialect_of(session).take(session.connection(), taking, {"when": now}),
                   key=lambda row: (-row.priority, row.run_after, row.id))  # RETURNING has no order

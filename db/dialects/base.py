@@ -15,11 +15,12 @@ class Taking:
     """One way to mark the rows a read picks and get them back as marked, in the two
     shapes a database may need (its Dialect's `take` chooses)."""
 
-    returning: object  # UPDATE ... WHERE id IN (the pick) ... RETURNING the columns
+    returning: object  # WITH picked AS (the pick) UPDATE ... WHERE id IN (picked) ... RETURNING the columns
     pick: object  # the pick as a read of those columns, locking its rows
     mark: object  # the UPDATE of the picked rows, by :ids
     reread: object = None  # the marked rows read back, for when some changed in between
     as_marked: object = None  # a picked row as the UPDATE left it (None: as it was)
+    returning_inline: object = None  # `returning` with the pick as a subquery: it starts with UPDATE
 
 
 class MigrationLockTimeout(RuntimeError):
@@ -81,6 +82,10 @@ class Dialect:
 
     def create_queued_notice(self, connection):
         """Make what tells other hosts that tasks were queued (the tasks table was just created)."""
+
+    def hush_requeues(self, session):
+        """Tasks the session's transaction puts back in the queue from now on wake no other
+        process (a claim handing back what it took past its limit)."""
 
     def listen_for_queued(self, engine, wake):
         """Start calling wake() whenever another process queues tasks, if this database can

@@ -26,6 +26,12 @@ class SQLite(Dialect):
     transient_words = ("database is locked", "database table is locked", "busy",
                        "unable to open database file")
 
+    def take(self, connection, taking, params):
+        """The one UPDATE ... RETURNING, with the pick inline: pysqlite opens its transaction
+        only before a statement that starts with INSERT, UPDATE, DELETE or REPLACE, so a
+        WITH ... UPDATE would commit on its own, outside the caller's transaction."""
+        return connection.execute(taking.returning_inline, params).all()
+
     def engine_options(self, url, pool_size, max_overflow):
         # Writers take turns instead of polling in the busy handler (db.dialects.sqlite_turn).
         factory = functools.partial(sqlite_turn.TurnConnection, turn=sqlite_turn.turn_path(url.database))
