@@ -109,8 +109,9 @@ def warm_pool():
 def listen_for_queued(wake):
     """Call wake() whenever any process queues tasks, where the database can say so (what it
     returns has stop()); None where polling alone finds them."""
-    engine = get_engine()
-    return dialect_for_url(engine.url).listen_for_queued(engine, wake)
+    if _engine is None:
+        raise RuntimeError("init_engine() has not been called")
+    return dialect_for_url(_engine.url).listen_for_queued(_engine, wake)
 
 
 def get_engine():

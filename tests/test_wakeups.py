@@ -1,13 +1,18 @@
 """Wake-ups across hosts: on PostgreSQL a commit that queues tasks NOTIFYs, and every process
 that runs tasks LISTENs and claims at once; elsewhere polling alone finds them."""
+import datetime as dt
 import threading
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 import db
+from db import claims
+from db.dialects import is_transient
 from db.dialects.postgresql_notify import CHANNEL
-from db.models import Task
-from tests.conftest import BACKEND, postgres_only, queue_rows, wait_for, wait_status
+from db.models import Task, utcnow
+from tests.conftest import BACKEND, postgres_only, queue_rows, task_row, wait_for, wait_status
 from tests.server_sql import kill_connection_sql
 
 
@@ -126,3 +131,34 @@ def test_only_postgresql_listens(database):
     finally:
         if listener is not None:
             listener.stop()
+
+
+@postgres_only
+def test_a_retry_due_later_and_a_claim_handing_back_its_extra_notify_nobody(database):
+    [task_id] = queue_rows(1)
+    params = {"id": task_id, "later": utcnow() + dt.timedelta(minutes=5), "owner": "me"}
+
+    def write(_):
+        with db.session_scope() as session:  # a failed attempt retried in five minutes
+            session.execute(text("UPDATE tasks SET status = 'running' WHERE id = :id"), params)
+        with db.session_scope() as session:
+            session.execute(text("UPDATE tasks SET status = 'queued', run_after = :later WHERE id = :id"),
+                            params)
+        with db.session_scope() as session:  # reserved past a claim's limit, handed back unseen
+            session.execute(text("UPDATE tasks SET status = 'reserved', owner = :owner, run_after = now() "
+                                 "AT TIME ZONE 'UTC', attempts = 1 WHERE id = :id"), params)
+            claims.give_back(session, [task_id], "me")
+    assert notices_until_marker(database, write) == []
+    assert task_row(task_id).status == "queued"
+
+
+@postgres_only
+def test_a_refused_connection_is_worth_another_attempt(database):
+    refused = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none",
+                            connect_args={"connect_timeout": 2})
+    try:
+        with pytest.raises(DBAPIError) as raised:
+            refused.connect()
+    finally:
+        refused.dispose()
+    assert is_transient(raised.value)  # a task meeting it is retried, a request gets a 503

@@ -7,6 +7,9 @@ Create Date: 2026-12-05
 Processes that run tasks LISTEN on tasks_queued and claim at once instead of at
 their next poll. The triggers send the notice inside the transaction that
 queued the tasks, so only a commit sends it. Other databases: nothing to do.
+
+The update trigger names the status column: a later migration that changes that
+column's type drops the trigger first and makes it again after.
 """
 from typing import Sequence, Union
 
@@ -19,6 +22,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 # The same text as db/dialects/postgresql_notify.py's QUEUED_NOTICE when it was written.
 UPGRADE = (
+    "DROP TRIGGER IF EXISTS tasks_queued_insert ON tasks",
+    "DROP TRIGGER IF EXISTS tasks_queued_update ON tasks",
     """CREATE OR REPLACE FUNCTION tasks_notify_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('tasks_queued', '');
@@ -27,7 +32,10 @@ END $$""",
     "CREATE TRIGGER tasks_queued_insert AFTER INSERT ON tasks "
     "FOR EACH STATEMENT EXECUTE FUNCTION tasks_notify_queued()",
     "CREATE TRIGGER tasks_queued_update AFTER UPDATE OF status ON tasks FOR EACH ROW "
-    "WHEN (NEW.status = 'queued' AND OLD.status <> 'queued') EXECUTE FUNCTION tasks_notify_queued()",
+    "WHEN (NEW.status = 'queued' AND OLD.status <> 'queued' "
+    "AND NEW.run_after <= (now() AT TIME ZONE 'UTC') + interval '1 second' "
+    "AND current_setting('tasks.quiet', true) IS DISTINCT FROM 'on') "
+    "EXECUTE FUNCTION tasks_notify_queued()",
 )
 DOWNGRADE = (
     "DROP TRIGGER IF EXISTS tasks_queued_update ON tasks",

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from db.dialects.base import MIGRATION_LOCK_TIMEOUT, Dialect, MigrationLockTimeout
-from db.dialects.postgresql_notify import QUEUED_NOTICE, QueuedListener
+from db.dialects.postgresql_notify import QUEUED_NOTICE, QUIET, TCP_OPTIONS, QueuedListener
 
 POSTGRES_POOL_RECYCLE = 3600  # connections older than this are replaced (a restarted server, a proxy)
 POSTGRES_CONNECT_TIMEOUT = 10  # seconds
@@ -24,6 +24,10 @@ class PostgreSQL(Dialect):
     # available, the server shutting down or starting, too many connections.
     transient_states = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
     transient_state_classes = ("08",)  # connection exceptions
+    # A failed connect carries no SQLSTATE: its message says what happened.
+    transient_words = ("connection failed", "connection timeout expired",
+                       "server closed the connection unexpectedly", "the database system is",
+                       "too many clients")
     # psycopg's rollback sends nothing outside a transaction: a connection the server
     # cut off checks in without a word, so check-in proves nothing about it.
     checkin_reaches_server = False
@@ -41,13 +45,17 @@ class PostgreSQL(Dialect):
             "pool_size": pool_size,
             "max_overflow": max_overflow,
             "pool_recycle": POSTGRES_POOL_RECYCLE,
-            "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT},
+            "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT, **TCP_OPTIONS},
         }
 
     def create_queued_notice(self, connection):
         """The triggers that NOTIFY in the transaction that queues tasks (postgresql_notify)."""
         for statement in QUEUED_NOTICE:
             connection.exec_driver_sql(statement)
+
+    def hush_requeues(self, session):
+        """A setting local to the transaction that the update trigger's WHEN reads."""
+        session.execute(text(QUIET))
 
     def listen_for_queued(self, engine, wake):
         """A connection of its own LISTENs and wakes this process (postgresql_notify)."""
@@ -74,15 +82,17 @@ class PostgreSQL(Dialect):
         alembic's transaction), pg_advisory_unlock after; waits at most MIGRATION_LOCK_TIMEOUT."""
         database = connection.exec_driver_sql("SELECT current_database()").scalar()
         key = _lock_key("migrations", database)
-        connection.exec_driver_sql(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}s'")
+        # For this transaction only: the role's or database's own lock_timeout stays for the run.
+        connection.exec_driver_sql("SELECT set_config('lock_timeout', %(timeout)s, true)",
+                                   {"timeout": f"{MIGRATION_LOCK_TIMEOUT}s"})
         try:
             connection.exec_driver_sql("SELECT pg_advisory_lock(%(key)s)", {"key": key})
         except Exception as error:
-            if getattr(getattr(error, "orig", None), "sqlstate", None) == "55P03":
+            # 55P03: our lock_timeout; 57014: a statement_timeout shorter than it.
+            if getattr(getattr(error, "orig", None), "sqlstate", None) in ("55P03", "57014"):
                 raise MigrationLockTimeout(f"another process held the migration lock of {database!r} "
                                            f"for over {MIGRATION_LOCK_TIMEOUT}s") from error
             raise
-        connection.exec_driver_sql("SET lock_timeout = 0")
         connection.commit()
         try:
             yield

@@ -9,11 +9,14 @@ for what it may have missed; polling finds everything else.
 """
 import logging
 import threading
+import time
 
 CHANNEL = "tasks_queued"
 
 # Made with the tasks table (create_all) and by migration 0011, which holds the same text.
 QUEUED_NOTICE = (
+    "DROP TRIGGER IF EXISTS tasks_queued_insert ON tasks",
+    "DROP TRIGGER IF EXISTS tasks_queued_update ON tasks",
     f"""CREATE OR REPLACE FUNCTION tasks_notify_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{CHANNEL}', '');
@@ -22,18 +25,26 @@ END $$""",
     # One notice per INSERT statement, however many rows it adds.
     "CREATE TRIGGER tasks_queued_insert AFTER INSERT ON tasks "
     "FOR EACH STATEMENT EXECUTE FUNCTION tasks_notify_queued()",
-    # A task given back to the queue (a process stopping or lost, a retry, a release).
+    # A task back in the queue and due within a second (a process stopping or lost, a
+    # retry); not one a claim hands back in its own transaction (QUIET).
     "CREATE TRIGGER tasks_queued_update AFTER UPDATE OF status ON tasks FOR EACH ROW "
-    "WHEN (NEW.status = 'queued' AND OLD.status <> 'queued') EXECUTE FUNCTION tasks_notify_queued()",
+    "WHEN (NEW.status = 'queued' AND OLD.status <> 'queued' "
+    "AND NEW.run_after <= (now() AT TIME ZONE 'UTC') + interval '1 second' "
+    "AND current_setting('tasks.quiet', true) IS DISTINCT FROM 'on') "
+    "EXECUTE FUNCTION tasks_notify_queued()",
 )
+# Set for the rest of a transaction, it keeps the update trigger quiet.
+QUIET = "SELECT set_config('tasks.quiet', 'on', true)"
 
 RETRY_FIRST = 0.1  # seconds before the first reconnect; doubled per failure
 RETRY_MAX = 5.0  # longest wait between reconnects
 WAIT_STEP = 0.5  # seconds a wait for notices lasts before it looks at `stopped` again
-# TCP keepalives: a listener whose server vanished without closing the socket (a host
-# gone, a network cut) learns of it within about a minute instead of never.
-CONNECT_OPTIONS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
-                   "keepalives_interval": 10, "keepalives_count": 3}
+# A connection whose server vanished without closing it (a host gone, a network cut) is
+# found out: idle, by keepalives within about a minute; with a request unanswered by the
+# network (tcp_user_timeout), within 30 s. A slow query is not cut short by either.
+TCP_OPTIONS = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+               "keepalives_count": 3, "tcp_user_timeout": 30_000}
+CONNECT_OPTIONS = {"connect_timeout": 10, **TCP_OPTIONS}
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +74,15 @@ class QueuedListener:
     def _run(self):
         delay = RETRY_FIRST / 2
         while not self._stopped.is_set():
+            self._listened_at = None
             try:
                 self._listen()
             except Exception as error:  # the server gone, restarting or refusing: try again
                 lost = self.listening.is_set()
                 self.listening.clear()
-                delay = RETRY_FIRST if lost else min(delay * 2, RETRY_MAX)
+                # At once after a connection that lasted; backing off from one that fails soon.
+                lasted = lost and time.monotonic() - self._listened_at > RETRY_MAX
+                delay = RETRY_FIRST if lasted else min(delay * 2, RETRY_MAX)
                 log.warning("%s for %s (%s); connecting again in %gs",
                             "lost the connection listening" if lost else "could not listen",
                             CHANNEL, error, delay)
@@ -83,6 +97,7 @@ class QueuedListener:
         with connection:
             connection.execute(f"LISTEN {CHANNEL}")
             self.connects += 1
+            self._listened_at = time.monotonic()
             self.listening.set()
             self._wake()  # what was queued while no one listened
             while not self._stopped.is_set():

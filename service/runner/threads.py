@@ -57,6 +57,8 @@ class ThreadExecutor(Executor):
         with self._lock:
             if self._pid == os.getpid() and self.alive():
                 return
+            if self._listener is not None and self._pid == os.getpid():  # a runner that died here
+                self._listener.stop()
             self._pid = os.getpid()
             self._stopping = threading.Event()
             self._jobs = Jobs()
