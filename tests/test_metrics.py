@@ -43,8 +43,12 @@ def test_task_counters_histograms_and_table_gauges(client):
     later = client.post("/api/tasks", json={"name": "noop", "delay": 3600}).get_json()["id"]
     wait_for(lambda: count_rows(Task, Task.status.in_(("succeeded", "failed"))) == 2, message="2 done")
     client.post(f"/api/tasks/{later}/cancel")
-    client.post(f"/api/tasks/{bad}/retry")
+    again = client.post(f"/api/tasks/{bad}/retry").get_json()["id"]
     client.post("/api/tasks", json={"name": "noop", "delay": 3600})
+    wait_for(lambda: count_rows(Task, Task.id == again, Task.status == "failed") == 1, message="the retry done")
+    # The workers gauge is set each poll interval: wait for the tick after the retry ended.
+    wait_for(lambda: samples(scrape(client), "task_workers") == {'{state="busy"}': 0.0, '{state="idle"}': 4.0},
+             message="the workers gauge to show all idle")
     text = scrape(client)
     assert grown(before, text, "tasks_submitted_total") == {'{name="noop"}': 3.0,
                                                             '{name="fail_always"}': 2.0}
@@ -55,7 +59,6 @@ def test_task_counters_histograms_and_table_gauges(client):
     assert grown(before, text, "task_run_seconds_count")['{name="noop"}'] == 1.0
     assert grown(before, text, "task_queue_wait_seconds_count")['{name="noop"}'] >= 1.0
     assert samples(text, "tasks_queued")['{name="noop"}'] == 1.0  # read from the table
-    assert samples(text, "task_workers") == {'{state="busy"}': 0.0, '{state="idle"}': 4.0}
     assert ok
 
 
