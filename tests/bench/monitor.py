@@ -2,8 +2,10 @@
 import os
 import threading
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+
+from tests.server_sql import other_connection_ids_sql
 
 
 def proc_status(pid, field):
@@ -36,9 +38,7 @@ class DbConnections:
                         pass
             return total
         with self.engine.connect() as connection:
-            return connection.execute(text(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()")).scalar()
+            return len(connection.execute(other_connection_ids_sql(self.engine.dialect.name)).all())
 
     def close(self):
         if self.engine is not None:

@@ -1,6 +1,6 @@
 """make bench: the service under load against floors measured in the same run.
 
-python -m tests.bench.run --db sqlite|mysql [--quick] [--only PART ...] [--executor celery]
+python -m tests.bench.run --db sqlite|mysql|postgres [--quick] [--only PART ...] [--executor celery]
 Prints one table and writes it as JSON to var/bench/<database>.json (a run
 with --only replaces its own parts there and keeps the others).
 """
@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+import psycopg
 import pymysql
 from sqlalchemy import func, insert, select
 
@@ -19,14 +20,15 @@ import db
 from db import users
 from db.models import SUCCEEDED, UNFINISHED_STATES, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench import article, celery_race, watch
+from tests.bench import article, celery_race, wakeup, watch
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
 from tests.server import ROOT, Server, migrate
 
 MYSQL_SERVER = "mysql+pymysql://root:@127.0.0.1:3306"
-MYSQL_DB = "tasks_bench"
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+MYSQL_DB = "tasks_bench"  # the server databases' names (MariaDB and PostgreSQL alike)
 MYSQL_BIG_DB = "tasks_bench_big"
 MYSQL_ARTICLE_DB = "tasks_bench_article"
 WORKERS = 4
@@ -41,6 +43,11 @@ def database_url(kind, sqlite_file="bench.db", mysql_db=MYSQL_DB):
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
         url = f"sqlite:///{path}"
+    elif kind == "postgres":
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {mysql_db} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {mysql_db}")
+        url = f"{POSTGRES_SERVER}/{mysql_db}"
     else:
         connection = pymysql.connect(host="127.0.0.1", user="root", password="")
         with connection.cursor() as cursor:
@@ -206,7 +213,7 @@ def bench_overhead(server, total):
 
 
 SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard")  # one database and server for these
-PARTS = SERVED + ("big", "article")  # big and article make their own
+PARTS = SERVED + ("wakeup", "big", "article")  # wakeup, big and article run their own processes
 
 
 def run_served(kind, parts, scale):
@@ -234,7 +241,7 @@ def run_served(kind, parts, scale):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=("sqlite", "mysql"), default="sqlite")
+    parser.add_argument("--db", choices=("sqlite", "mysql", "postgres"), default="sqlite")
     parser.add_argument("--quick", action="store_true", help="a tenth of the load, for a smoke run")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="run only this part (repeatable); the JSON keeps the other parts' last results")
@@ -251,6 +258,8 @@ def main():
         return
     if any(part in SERVED for part in parts):
         results.update(run_served(options.db, parts, scale))
+    if "wakeup" in parts:
+        results["wakeup"] = run_wakeup(options.db, 200 // scale)
     if "big" in parts:
         url = database_url(options.db, "big.db", MYSQL_BIG_DB)
         results["big"] = bench_big(url, options.db, scale)
@@ -260,6 +269,16 @@ def main():
             pathlib.Path(ROOT, "var", "bench"), article.TOTAL // scale)
     report(results)
     write_results(results, keep_others=bool(options.only))
+
+
+def run_wakeup(kind, total):
+    """Submit -> start from this process to a worker process, on a fresh database."""
+    url = database_url(kind)
+    db.init_engine(url, pool_size=2)
+    try:
+        return wakeup.bench_wakeup(url, kind, total, pathlib.Path(ROOT, "var", "bench"), reset)
+    finally:
+        db.dispose_engine()
 
 
 def run_celery_race(kind, total):
@@ -321,6 +340,8 @@ def report(r):
         rows += celery_race.report_rows(r["celery"])
     if "dashboard" in r:
         rows += watch.report_rows(r["dashboard"])
+    if "wakeup" in r:
+        rows += wakeup.report_rows(r["wakeup"])
     if "big" in r:
         rows += report_rows(r["big"])
     if "article" in r:
