@@ -143,6 +143,22 @@ def test_mysql_claim_index_reads_priority_descending(empty_db):
         ("limit_key", "A")]
 
 
+
+@postgres_only
+def test_postgres_claim_index_reads_priority_descending_and_holds_queued_rows_only(empty_db):
+    command.upgrade(alembic_config(empty_db), "head")
+    engine = create_engine(empty_db)
+    try:
+        with engine.connect() as connection:
+            definitions = dict(connection.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'").all())
+    finally:
+        engine.dispose()
+    assert "(status, priority DESC, run_after, id, name, queue, limit_key)" in definitions["ix_tasks_claim"]
+    assert definitions["ix_tasks_claim"].endswith("WHERE ((status)::text = 'queued'::text)")
+    assert definitions["ix_tasks_limit"].endswith("WHERE (limit_key IS NOT NULL)")
+    assert {"ix_tasks_reserved", "ix_tasks_running", "ix_tasks_failed", "ix_tasks_cancelled"} <= set(definitions)
+
 def test_processes_upgrading_a_fresh_database_at_once_take_turns(empty_db):
     """make run and make worker each migrate first: all of them succeed, the schema is at head."""
     alembic = os.path.join(os.path.dirname(sys.executable), "alembic")
