@@ -132,8 +132,9 @@ def cancel_requested_ids(session, task_ids):
     return set(session.scalars(statement))
 
 
-def recover_expired(session, lease_seconds):
+def recover_expired(session, lease_seconds, failed_ids=None):
     """Take back reserved and running tasks whose lease expired; return (requeued, failed).
+    failed_ids, a list, gets the ids of the expired running tasks (those it failed among them).
 
     A reserved one never started: it goes back to its place in line, its claim not
     counted as an attempt. A running one is requeued, or failed if it was its last attempt.
@@ -154,6 +155,8 @@ def recover_expired(session, lease_seconds):
     ids = session.scalars(select(Task.id).where(*expired)).all()
     if not ids:
         return unstarted, 0
+    if failed_ids is not None:
+        failed_ids.extend(ids)
     requeued = unstarted + session.execute(by_primary_key(
         update(Task)
         .where(Task.id.in_(ids), *expired, Task.attempts < Task.max_attempts)

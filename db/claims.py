@@ -35,6 +35,7 @@ class Claim:
     cancel_requested: bool
     run_after: dt.datetime  # when it became due: its wait in the queue ends at its start
     priority: int = 0
+    workflow_node: int | None = None  # the workflow step its end settles
 
     def order(self):
         """Its place in claim order: highest priority, then earliest due, then oldest."""
@@ -49,7 +50,7 @@ _NOW = bindparam("now", type_=_c.run_after.type)
 _IDS = bindparam("ids", expanding=True)
 CLAIM_ORDER = (_c.priority.desc(), _c.run_after, _c.id)
 CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-                 _c.cancel_requested, _c.run_after, _c.priority)  # in the order of Claim's fields
+                 _c.cancel_requested, _c.run_after, _c.priority, _c.workflow_node)  # Claim's fields, in order
 PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
 
 

@@ -138,10 +138,61 @@ class Task(Base):
     retried_by: Mapped[int | None] = mapped_column(Integer)
     # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
     published_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The workflow step it runs (workflow_nodes.id); its end settles that step.
+    workflow_node: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def finished(self):
         return self.status in FINISHED_STATES
+
+
+# A workflow step: waiting (not started), active (its task or members are under way), or
+# finished as its task or members decided.
+WAITING, ACTIVE = "waiting", "active"
+NODE_STATES = (WAITING, ACTIVE, SUCCEEDED, FAILED, CANCELLED)
+WORKFLOW_STATES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
+
+
+class Workflow(Base):
+    """Tasks run as a chain, group or chord: its status, and what failed it."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cancelled')",
+                                      name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING, index=True)
+    # On a member's failure: cancel the unfinished members (True) or let them finish.
+    cancel_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Its unfinished members were cancelled after it failed or was cancelled (or it has none).
+    swept: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_task: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class WorkflowNode(Base):
+    """One step of a workflow's tree: a task, or a chain, group or chord of steps.
+
+    A group's `pending` counts its members not yet finished: the commit that ends a
+    member moves it (locking the row), so the commit that ends the last one knows it.
+    """
+
+    __tablename__ = "workflow_nodes"
+    __table_args__ = (CheckConstraint("status IN ('waiting', 'active', 'succeeded', 'failed', 'cancelled')",
+                                      name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[int] = mapped_column(Integer, ForeignKey("workflows.id", ondelete="CASCADE"),
+                                             index=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    position: Mapped[int] = mapped_column(Integer)  # among its parent's steps; -1: the on_error step
+    kind: Mapped[str] = mapped_column(String(8))  # task, chain, group or chord
+    spec: Mapped[dict | None] = mapped_column(JSON)  # a task step's name, args and options
+    status: Mapped[str] = mapped_column(String(16), default=WAITING)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class TaskQueue(Base):

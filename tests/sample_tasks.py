@@ -195,3 +195,33 @@ def tells_apart(ctx, seconds, name):
 def out_of_time_again(ctx, seconds, name):
     """Sleep past its time limit: retried, since its retry_on names TimeLimitExceeded."""
     ctx.sleep(seconds)
+
+
+class Step(Schema):
+    value = fields.Integer(load_default=0)
+    seconds = fields.Float(load_default=0.0)
+    fail = fields.Boolean(load_default=False)
+    results = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
+
+
+@task("step", schema=Step, max_attempts=1)
+def step(ctx, value, seconds, fail, results):
+    """A workflow step: value plus what the steps before it returned (numbers, or lists of them)."""
+    ctx.sleep(seconds)
+    if fail:
+        raise ValueError(f"step {value} failed")
+    return value + sum(_total(each) for each in results or [])
+
+
+def _total(value):
+    return sum(_total(each) for each in value) if isinstance(value, list) else (value or 0)
+
+
+class Failure(Schema):
+    failure = fields.Dict(load_default=None, allow_none=True)
+
+
+@task("report_failure", schema=Failure)
+def report_failure(ctx, failure):
+    """An on_error step: returns what failed."""
+    return failure

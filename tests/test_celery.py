@@ -387,3 +387,27 @@ def test_a_celery_worker_refuses_a_bad_setting_in_one_line(tmp_path, setting, va
     refusal = [line for line in finished.stderr.splitlines() if line.startswith("not starting:")]
     assert len(refusal) == 1 and named in refusal[0] and "secret" not in finished.stderr
     assert "Traceback" not in finished.stderr + finished.stdout
+
+
+def test_a_chord_through_the_celery_executor_calls_back_once_with_every_result(migrated, workers, publisher):
+    from service.runner import chord
+    from tests.sample_tasks import step
+
+    url = BROKERS["redis"]
+    empty_broker(url)
+    publisher(url)
+    workers(migrated, url, name="w1", TASK_MODULES="tests.sample_tasks")
+    workers(migrated, url, name="w2", TASK_MODULES="tests.sample_tasks")
+    with db.session_scope() as session:
+        _, started = submit.enqueue(session, chord([step.s(value=n) for n in range(100)], step.s(value=-1)))
+    assert len(started) == 100
+
+    def callback():
+        with db.session_scope() as session:
+            return session.scalars(select(Task).where(Task.id.not_in(started), Task.status == "succeeded")).all()
+
+    [done] = wait_for(callback, timeout=60, message="the callback to succeed")
+    assert done.args["results"] == list(range(100))
+    assert done.result == sum(range(100)) - 1
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Task)) == 101

@@ -1,5 +1,6 @@
 """The task system: submit, execute, record. Imports no Flask."""
 from db.keys import KeyReused
+from service.runner.canvas import InvalidWorkflow, chain, chord, group, signature
 from service.runner.config import RunnerConfig
 from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded
 from service.runner.submit import QueueFull, enqueue
@@ -9,6 +10,7 @@ from service.runner.registry import InvalidArguments, UnknownTask, registry, tas
 __all__ = [
     "Executor",
     "InvalidArguments",
+    "InvalidWorkflow",
     "KeyReused",
     "QueueFull",
     "RetryTask",
@@ -17,9 +19,13 @@ __all__ = [
     "TaskContext",
     "TimeLimitExceeded",
     "UnknownTask",
+    "chain",
+    "chord",
     "enqueue",
+    "group",
     "make_executor",
     "registry",
+    "signature",
     "task",
 ]
 

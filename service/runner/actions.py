@@ -7,6 +7,7 @@ attempt keeps its error and traceback and can be retried only once.
 """
 from db import bulk, tasks
 from service import metrics
+from service.runner import workflows
 from service.runner.submit import QueueFull, check_task, insert_allowed
 from service.runner.registry import InvalidArguments, UnknownTask
 
@@ -18,6 +19,8 @@ def cancel_task(session, task_id):
     (tasks.request_cancel's outcome, the task as it is now). A cancel that took effect at
     once counts in tasks_cancelled_total."""
     outcome = tasks.request_cancel(session, task_id)
+    if outcome == tasks.CANCEL_DONE:
+        workflows.tasks_ended(session, [task_id])  # a workflow's step: it cancels the workflow
     session.commit()
     task = tasks.get_task(session, task_id) if outcome is not None else None
     if task is not None:
@@ -102,6 +105,7 @@ def cancel_matching(session, status=None, name=None, limit=1000, dry_run=False):
     cancelled = asked = 0
     for start in range(0, len(ids), CHUNK):
         done, flagged = bulk.cancel_ids(session, ids[start:start + CHUNK])
+        workflows.tasks_ended(session, ids[start:start + CHUNK])
         session.commit()
         for name, n in done.items():
             metrics.CANCELLED.labels(name).inc(n)

@@ -16,6 +16,7 @@ from db import Session, attempt_writes, session_scope
 from db.dialects import is_transient
 from db.models import CANCELLED, FAILED, SUCCEEDED, utcnow
 from service import metrics
+from service.runner import workflows
 from service.runner.context import TimeLimitExceeded, time_limit_message
 from service.runner.registry import UnknownTask, registry
 
@@ -44,7 +45,7 @@ def record_success(attempt, owner, result):
         Session.rollback()
         log.warning("task %s returned after it was given up; result discarded", claim.id)
         return False
-    if not attempt_writes.finish_task(Session, claim, owner, SUCCEEDED, result=result):
+    if not finish(Session, claim, owner, SUCCEEDED, result=result):
         Session.rollback()
         log.warning("task %s is no longer ours; its writes were rolled back", claim.id)
         return False
@@ -85,7 +86,7 @@ def raised(attempt, owner, config, error, retry_on=()):
 def cancelled(attempt, owner):
     """The task stopped because it was asked to (its writes are rolled back already)."""
     claim = attempt.claim
-    if _record(attempt, "cancelled", lambda: attempt_writes.finish_task(Session, claim, owner, CANCELLED)):
+    if _record(attempt, "cancelled", lambda: finish(Session, claim, owner, CANCELLED)):
         _counted(attempt, metrics.CANCELLED)
 
 
@@ -93,7 +94,7 @@ def failed(attempt, owner, message, tb):
     """The task failed for good."""
     claim = attempt.claim
     if _record(attempt, "failed",
-               lambda: attempt_writes.finish_task(Session, claim, owner, FAILED, error=message, traceback=tb)):
+               lambda: finish(Session, claim, owner, FAILED, error=message, traceback=tb)):
         _counted(attempt, metrics.FAILED)
 
 
@@ -136,7 +137,7 @@ def past_time_limit(attempt, owner, config):
                 claim.attempt, config.retry_base, config.retry_cap))
             written = attempt_writes.requeue_attempt(session, claim, owner, run_after, message)
         else:
-            written = attempt_writes.finish_task(session, claim, owner, FAILED, error=message)
+            written = finish(session, claim, owner, FAILED, error=message)
     if written:
         metrics.by_name(metrics.RETRIED if again else metrics.FAILED, claim.name).inc()
     log.error("task %s (%s) exceeded its time limit; result will be discarded", claim.id, claim.name)
@@ -145,7 +146,9 @@ def past_time_limit(attempt, owner, config):
 def leases_lost(lease_seconds):
     """Take back running tasks whose heartbeat is older than the lease: requeue, or fail if spent."""
     with session_scope() as session:
-        requeued, failed_count = attempt_writes.recover_expired(session, lease_seconds)
+        failed_ids = []
+        requeued, failed_count = attempt_writes.recover_expired(session, lease_seconds, failed_ids)
+        workflows.tasks_ended(session, failed_ids)
     if requeued or failed_count:
         log.warning("recovered tasks of lost workers: %d requeued, %d failed ('worker lost')",
                     requeued, failed_count)
@@ -162,6 +165,16 @@ def released(attempts, owner):
     except Exception:
         log.exception("could not requeue %d tasks; their leases will expire", len(attempts))
     return count
+
+
+def finish(session, claim, owner, status, **values):
+    """Record how an attempt ended (finish_task) and, in the same transaction, settle the
+    workflow step it ran; False if the task is no longer ours."""
+    if not attempt_writes.finish_task(session, claim, owner, status, **values):
+        return False
+    if claim.workflow_node is not None:
+        workflows.task_ended(session, claim.workflow_node, claim.id)
+    return True
 
 
 def backoff_seconds(attempt, base, cap):

@@ -112,6 +112,7 @@ class TaskRegistry:
                 spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
             self._specs[name] = spec
             self._limited = self._limited or concurrency is not None
+            fn.s = lambda **args: _signature(name, args)  # a workflow step: fn.s(**args)
             return fn
 
         return register
@@ -138,6 +139,12 @@ class TaskRegistry:
     def queues(self, served=None):
         """The queues registered tasks wait in, and those served (TASK_QUEUES), sorted."""
         return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE} | set(served or ()))
+
+
+def _signature(name, args):
+    from service.runner.canvas import Signature  # canvas checks steps against this registry
+
+    return Signature(name, args)
 
 
 LIMIT_KEY_LENGTH = 200  # tasks.limit_key

@@ -90,17 +90,24 @@ def configure(max_queued, window=86_400.0):
     unique_window = window
 
 
-def enqueue(session, name, args, *, delay=None, run_at=None, max_attempts=None, time_limit=None,
-            priority=None, unique_key=None):
+def enqueue(session, name, args=None, *, delay=None, run_at=None, max_attempts=None, time_limit=None,
+            priority=None, unique_key=None, cancel_on_failure=True):
     """Check the task and add its queued row to the session's transaction (not committed): the
     one way to submit a task from code. The task exists if and only if that transaction commits.
 
     Raises UnknownTask, InvalidArguments or QueueFull before anything is written.
+    A chain, group or chord (service.runner.canvas) in place of name is submitted as a
+    workflow the same way: args and the task options do not apply; cancel_on_failure: when a
+    step fails, cancel the unfinished ones (else they finish). Returns (workflow id, ids of
+    the tasks it starts with); canvas.InvalidWorkflow names a bad step.
     priority: higher runs first (-100..100); the task's own default if None.
     unique_key: while a task submitted with this key is unfinished, or for
     UNIQUE_WINDOW seconds after it finished, return that task instead of adding
     one (keys.KeyReused if it was submitted with anything else).
     """
+    if not isinstance(name, str):  # a workflow: imported here, it builds on this module
+        from service.runner import workflows
+        return workflows.submit(session, name, cancel_on_failure)
     return enqueue_or_find(session, name, args, delay=delay, run_at=run_at, max_attempts=max_attempts,
                            time_limit=time_limit, priority=priority, unique_key=unique_key)[0]
 

@@ -14,7 +14,7 @@ import time
 
 from db import attempt_writes, runners, session_scope
 from service import metrics
-from service.runner import outcomes
+from service.runner import outcomes, workflows
 from service.runner.rollup_and_prune import RollupAndPrune
 from service.runner.scheduler import Scheduler
 
@@ -79,6 +79,7 @@ class Upkeep:
             if attempt.claim.id in cancelled:
                 attempt.ctx.cancel()
         requeued, _ = outcomes.leases_lost(self.config.lease)
+        workflows.sweep_unswept()  # one whose process died before it cancelled the rest
         self.housekeeping.keep(self.config.retention)
         return bool(requeued)
 

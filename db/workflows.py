@@ -1,0 +1,173 @@
+"""Data functions for workflows: their tree of steps, and the guarded writes that move it.
+
+Every move is a conditional UPDATE that one transaction alone can make: a step goes
+waiting -> active once and active -> finished once, and a group's pending count moves
+once per member under the group row's lock. So each next step is inserted exactly once,
+by the commit that settles the last step it waits for. Each function takes a session
+and never ends its transaction.
+"""
+import typing
+
+from sqlalchemy import select, update
+
+from db.dialects import dialect_of
+from db.models import (ACTIVE, CANCELLED, RUNNING, SUCCEEDED, UNFINISHED_STATES, WAITING, Task, Workflow,
+                       WorkflowNode, utcnow)
+
+_nodes = WorkflowNode.__table__
+
+
+class Node(typing.NamedTuple):
+    """A step as read: plain values, no ORM object."""
+
+    id: int
+    workflow_id: int
+    parent_id: int | None
+    position: int
+    kind: str
+    spec: dict | None
+    status: str
+    task_id: int | None
+
+
+_NODE_COLUMNS = (WorkflowNode.id, WorkflowNode.workflow_id, WorkflowNode.parent_id, WorkflowNode.position,
+                 WorkflowNode.kind, WorkflowNode.spec, WorkflowNode.status, WorkflowNode.task_id)
+ON_ERROR = -1  # the position of a composite's on_error step
+
+
+def insert_workflow(session, cancel_on_failure=True):
+    """Add a running workflow; return its id."""
+    workflow = Workflow(status=RUNNING, cancel_on_failure=cancel_on_failure, swept=False, created_at=utcnow())
+    session.add(workflow)
+    session.flush()
+    return workflow.id
+
+
+def insert_nodes(session, workflow_id, parent_id, steps):
+    """Add waiting steps under parent_id; steps: (position, kind, spec) in order. Return their ids."""
+    rows = [dict(workflow_id=workflow_id, parent_id=parent_id, position=position, kind=kind, spec=spec,
+                 status=WAITING, pending=0, task_id=None) for position, kind, spec in steps]
+    return dialect_of(session).insert_returning_ids(session.connection(), _nodes, rows)
+
+
+def node(session, node_id):
+    """The step with this id, or None."""
+    row = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.id == node_id)).one_or_none()
+    return Node(*row) if row else None
+
+
+def steps_of(session, parent_id):
+    """A composite's steps in order (its on_error step not among them)."""
+    rows = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.parent_id == parent_id,
+                                                        WorkflowNode.position >= 0)
+                           .order_by(WorkflowNode.position))
+    return [Node(*row) for row in rows]
+
+
+def step_at(session, parent_id, position):
+    """The step of parent_id at position (ON_ERROR: its on_error step), or None."""
+    row = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.parent_id == parent_id,
+                                                       WorkflowNode.position == position)).one_or_none()
+    return Node(*row) if row else None
+
+
+def active_nodes_of_tasks(session, task_ids):
+    """The active steps that these tasks run."""
+    rows = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.task_id.in_(list(task_ids)),
+                                                        WorkflowNode.status == ACTIVE))
+    return [Node(*row) for row in rows]
+
+
+def move(session, node_id, from_status, to_status, pending=None):
+    """Move a step from one status to another; True if this transaction did (only one can)."""
+    values = {"status": to_status} if pending is None else {"status": to_status, "pending": pending}
+    return session.execute(update(WorkflowNode).where(WorkflowNode.id == node_id,
+                                                      WorkflowNode.status == from_status)
+                           .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+
+
+def member_done(session, group_id):
+    """Count one member of an active group as finished; return how many it still waits for,
+    or None if the group is no longer active. The UPDATE holds the group row until commit,
+    so members ending together take turns here and exactly one sees 0."""
+    moved = session.execute(update(WorkflowNode).where(WorkflowNode.id == group_id, WorkflowNode.status == ACTIVE)
+                            .values(pending=WorkflowNode.pending - 1)
+                            .execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        return None
+    return session.scalar(select(WorkflowNode.pending).where(WorkflowNode.id == group_id))
+
+
+def set_task(session, node_id, task_id):
+    """Record the task that runs a step."""
+    session.execute(update(WorkflowNode).where(WorkflowNode.id == node_id).values(task_id=task_id)
+                    .execution_options(synchronize_session=False))
+
+
+def lock_running(session, workflow_id):
+    """Lock the workflow's row; True if it is still running. Steps start only under this
+    lock, so none starts after the commit that failed or cancelled the workflow."""
+    status = session.scalar(select(Workflow.status).where(Workflow.id == workflow_id).with_for_update())
+    return status == RUNNING
+
+
+def finish(session, workflow_id, status, failed_task=None, error=None):
+    """End a running workflow; True if this transaction did."""
+    return session.execute(update(Workflow).where(Workflow.id == workflow_id, Workflow.status == RUNNING)
+                           .values(status=status, failed_task=failed_task, error=error, finished_at=utcnow())
+                           .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def task_results(session, task_ids):
+    """task id -> its result."""
+    return dict(session.execute(select(Task.id, Task.result).where(Task.id.in_(list(task_ids)))).all())
+
+
+def task_ending(session, task_id):
+    """(status, error, name) of a task."""
+    return session.execute(select(Task.status, Task.error, Task.name).where(Task.id == task_id)).one()
+
+
+def unswept(session, limit=100):
+    """Failed or cancelled workflows whose unfinished tasks are still to be cancelled."""
+    return session.scalars(select(Workflow.id).where(Workflow.status.not_in((RUNNING, SUCCEEDED)),
+                                                     Workflow.swept.is_(False))
+                           .order_by(Workflow.id).limit(limit)).all()
+
+
+def cancels_members(session, workflow_id):
+    """True if its unfinished tasks are to be cancelled: it was cancelled, or it failed and
+    cancels its members on failure."""
+    row = session.execute(select(Workflow.status, Workflow.cancel_on_failure)
+                          .where(Workflow.id == workflow_id)).one_or_none()
+    return row is not None and (row.status == CANCELLED or row.cancel_on_failure)
+
+
+def unfinished_task_ids(session, workflow_id):
+    """The tasks of its active task steps (queued, reserved or running), but its error
+    callbacks': they run because it failed."""
+    return session.scalars(select(WorkflowNode.task_id).where(
+        WorkflowNode.workflow_id == workflow_id, WorkflowNode.status == ACTIVE, WorkflowNode.kind == "task",
+        WorkflowNode.position != ON_ERROR, WorkflowNode.task_id.is_not(None))).all()
+
+
+def _not_yet_cancelled(task_ids):
+    return (Task.id.in_(list(task_ids)), Task.status.in_(UNFINISHED_STATES), Task.cancel_requested.is_(False))
+
+
+def lock_uncancelled(session, task_ids):
+    """Lock those of task_ids that are unfinished and not asked to stop, skipping rows another
+    transaction holds; return the ids locked."""
+    if not task_ids:
+        return []
+    return session.scalars(select(Task.id).where(*_not_yet_cancelled(task_ids)).with_for_update(skip_locked=True)).all()
+
+
+def uncancelled(session, task_ids):
+    """Those of task_ids that are unfinished and not asked to stop."""
+    return session.scalars(select(Task.id).where(*_not_yet_cancelled(task_ids))).all() if task_ids else []
+
+
+def mark_swept(session, workflow_id):
+    session.execute(update(Workflow).where(Workflow.id == workflow_id).values(swept=True)
+                    .execution_options(synchronize_session=False))

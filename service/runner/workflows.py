@@ -1,0 +1,231 @@
+"""Workflows run: submitted in the caller's transaction, each step settled in the commit that
+ends the task it waits for.
+
+When a task of a workflow ends, the same transaction moves its step (once: a
+conditional UPDATE), and from there its parents: a chain starts its next step, a
+group counts the member (the commit that counts the last one moves the group on),
+a chord starts its callback. So a next step or callback is inserted exactly once,
+by the commit that settles the last step it waits for, with no polling. A failed
+step fails every composite above it (each one's on_error step starts, once) and
+the workflow; its unfinished tasks are then cancelled in transactions of their own
+(`sweep`: after the commit, and by every process's upkeep for one that died first).
+"""
+import logging
+
+from sqlalchemy import event
+
+from db import bulk, session_scope
+from db import workflows as steps
+from db.models import ACTIVE, CANCELLED, FAILED, FINISHED_STATES, SUCCEEDED, WAITING
+from db.session import session_factory
+from service import metrics
+from service.runner import canvas
+from service.runner.registry import registry
+from service.runner.submit import backlog, insert_rows, task_row
+
+log = logging.getLogger(__name__)
+
+TO_SWEEP = "service.workflows_to_sweep"  # session.info: workflows this transaction failed or cancelled
+
+
+def submit(session, root, cancel_on_failure=True):
+    """Check a chain, group or chord and add it to the session's transaction (not committed);
+    return (workflow id, ids of the tasks it starts with). Nothing is written if it is invalid."""
+    planned = canvas.plan(root)
+    backlog.check(session)
+    workflow_id = steps.insert_workflow(session, cancel_on_failure)
+    [root_id] = _insert(session, workflow_id, None, [(0, planned)])
+    starter = _Starter(session)
+    starter.activate(steps.node(session, root_id))
+    return workflow_id, starter.flush()
+
+
+def _insert(session, workflow_id, parent_id, placed):
+    """Insert planned steps (position, Planned) under parent_id, then theirs; return their ids."""
+    ids = steps.insert_nodes(session, workflow_id, parent_id,
+                             [(position, each.kind, each.spec) for position, each in placed])
+    for node_id, (_, each) in zip(ids, placed):
+        below = list(enumerate(each.steps))
+        if each.on_error is not None:
+            below.append((steps.ON_ERROR, each.on_error))
+        if below:
+            _insert(session, workflow_id, node_id, below)
+    return ids
+
+
+class _Starter:
+    """Starts steps in one transaction, and inserts all their tasks in one go at the end."""
+
+    def __init__(self, session):
+        self.session = session
+        self.pending = []  # (node, task row)
+        self.locked = set()  # workflows whose row this transaction holds, found running
+
+    def activate(self, node, results=None, failure=None):
+        """Start a waiting step (only one transaction can): its task, or its first steps."""
+        session = self.session
+        if node.position != steps.ON_ERROR and not self._running(node.workflow_id):
+            return
+        if node.kind == "group":
+            members = steps.steps_of(session, node.id)
+            if not steps.move(session, node.id, WAITING, ACTIVE, pending=len(members)):
+                return
+            for member in members:
+                self.activate(member, results)
+            return
+        if not steps.move(session, node.id, WAITING, ACTIVE):
+            return
+        if node.kind == "task":
+            self.pending.append((node, self._task_row(node.spec, results, failure)))
+        else:  # chain or chord: its first step
+            self.activate(steps.steps_of(session, node.id)[0], results)
+
+    def _running(self, workflow_id):
+        if workflow_id not in self.locked:
+            if not steps.lock_running(self.session, workflow_id):
+                return False
+            self.locked.add(workflow_id)
+        return True
+
+    @staticmethod
+    def _task_row(stored, results, failure):
+        spec = registry.get(stored["name"])
+        args = dict(stored["args"])
+        fields = spec.schema.fields
+        if results is not None and "results" in fields:
+            args["results"] = results
+        if failure is not None and "failure" in fields:
+            args["failure"] = failure
+        options = stored["options"]
+        return task_row(spec, args, delay=options.get("delay"), max_attempts=options.get("max_attempts"),
+                        time_limit=options.get("time_limit"), priority=options.get("priority"))
+
+    def flush(self):
+        """Insert the started steps' tasks; return their ids, in the order the steps started."""
+        if not self.pending:
+            return []
+        rows = [{**row, "workflow_node": node.id} for node, row in self.pending]
+        made = insert_rows(self.session, rows)
+        for (node, _), task in zip(self.pending, made):
+            steps.set_task(self.session, node.id, task.id)
+        self.pending = []
+        return [task.id for task in made]
+
+
+def task_ended(session, node_id, task_id):
+    """In the transaction that ended task_id, settle the step it ran and what that moves."""
+    node = steps.node(session, node_id)
+    if node is None or node.status != ACTIVE or node.task_id != task_id:
+        return
+    status, error, name = steps.task_ending(session, task_id)
+    if status not in FINISHED_STATES or not steps.move(session, node.id, ACTIVE, status):
+        return
+    starter = _Starter(session)
+    _settled(session, starter, node, status, {"task_id": task_id, "name": name, "error": error})
+    starter.flush()
+
+
+def tasks_ended(session, task_ids):
+    """task_ended for those of task_ids that ran workflow steps (cancels, lost leases)."""
+    for node in steps.active_nodes_of_tasks(session, task_ids):
+        task_ended(session, node.id, node.task_id)
+
+
+def _settled(session, starter, node, status, failure):
+    """A step has ended with status: move its parent on."""
+    if node.position == steps.ON_ERROR:
+        return  # an error callback's end settles nothing
+    if node.parent_id is None:
+        if steps.finish(session, node.workflow_id, status,
+                        failed_task=failure["task_id"] if status == FAILED else None,
+                        error=failure["error"] if status == FAILED else None) and status != SUCCEEDED:
+            session.info.setdefault(TO_SWEEP, set()).add(node.workflow_id)
+        return
+    parent = steps.node(session, node.parent_id)
+    if status != SUCCEEDED:
+        if steps.move(session, parent.id, ACTIVE, status):
+            if status == FAILED:
+                on_error = steps.step_at(session, parent.id, steps.ON_ERROR)
+                if on_error is not None:
+                    starter.activate(on_error, failure=failure)
+            _settled(session, starter, parent, status, failure)
+        return
+    if parent.kind == "group":
+        if steps.member_done(session, parent.id) == 0 and steps.move(session, parent.id, ACTIVE, SUCCEEDED):
+            _settled(session, starter, parent, SUCCEEDED, None)
+        return
+    following = steps.step_at(session, parent.id, node.position + 1)
+    if following is None:
+        if steps.move(session, parent.id, ACTIVE, SUCCEEDED):
+            _settled(session, starter, parent, SUCCEEDED, None)
+        return
+    result = result_of(session, node)
+    starter.activate(following, results=result if parent.kind == "chord" else [result])
+
+
+def result_of(session, node):
+    """A step's result: its task's; a group's, its members' in order; a chain's or chord's, its last step's."""
+    if node.kind == "task":
+        return steps.task_results(session, [node.task_id]).get(node.task_id)
+    members = steps.steps_of(session, node.id)
+    if node.kind != "group":
+        return result_of(session, members[-1])
+    found = steps.task_results(session, [m.task_id for m in members if m.kind == "task" and m.task_id])
+    return [found.get(m.task_id) if m.kind == "task" else result_of(session, m) for m in members]
+
+
+def cancel(session, workflow_id):
+    """Cancel a running workflow (not committed): its unfinished tasks are cancelled after the
+    commit. Returns False if it was not running."""
+    if not steps.finish(session, workflow_id, CANCELLED):
+        return False
+    session.info.setdefault(TO_SWEEP, set()).add(workflow_id)
+    return True
+
+
+def sweep(workflow_id, passes=5):
+    """Cancel a failed or cancelled workflow's unfinished tasks, in transactions of their own.
+
+    Rows another transaction holds are skipped, not waited for (that one is ending or
+    starting the task; waiting could deadlock with it) and taken on the next pass; the
+    workflow counts as swept once a pass found none left.
+    """
+    for _ in range(passes):
+        with session_scope() as session:
+            ids = steps.unfinished_task_ids(session, workflow_id) if steps.cancels_members(session, workflow_id) else []
+            free = steps.lock_uncancelled(session, ids)
+            done, _ = bulk.cancel_ids(session, free)
+            session.commit()
+            for name, n in done.items():
+                metrics.CANCELLED.labels(name).inc(n)
+            tasks_ended(session, free)
+            session.commit()
+            if not steps.uncancelled(session, ids):
+                steps.mark_swept(session, workflow_id)
+                return True
+    return False
+
+
+def sweep_unswept():
+    """Sweep the failed or cancelled workflows whose sweep never ran or finished (upkeep)."""
+    with session_scope() as session:
+        pending = steps.unswept(session)
+    for workflow_id in pending:
+        sweep(workflow_id)
+
+
+@event.listens_for(session_factory, "after_commit")
+def _committed(session):
+    if session.in_nested_transaction():
+        return
+    for workflow_id in sorted(session.info.pop(TO_SWEEP, ())):
+        try:
+            sweep(workflow_id)
+        except Exception:  # upkeep sweeps it again
+            log.exception("workflow %s: could not cancel its unfinished tasks yet", workflow_id)
+
+
+@event.listens_for(session_factory, "after_transaction_end")
+def _ended(session, transaction):
+    if transaction.parent is None:
+        session.info.pop(TO_SWEEP, None)
