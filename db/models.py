@@ -140,6 +140,8 @@ class Task(Base):
     published_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The workflow step it runs (workflow_nodes.id); its end settles that step.
     workflow_node: Mapped[int | None] = mapped_column(Integer)
+    # Not a column: the workflow of that step, where a reader looked it up (workflow_views.with_workflows).
+    workflow = None
 
     @property
     def finished(self):

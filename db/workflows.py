@@ -8,11 +8,11 @@ and never ends its transaction.
 """
 import typing
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from db.dialects import dialect_of
-from db.models import (ACTIVE, CANCELLED, RUNNING, SUCCEEDED, UNFINISHED_STATES, WAITING, Task, Workflow,
-                       WorkflowNode, utcnow)
+from db.models import (ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED, UNFINISHED_STATES, WAITING, Task,
+                       Workflow, WorkflowNode, utcnow)
 
 _nodes = WorkflowNode.__table__
 
@@ -54,6 +54,13 @@ def node(session, node_id):
     """The step with this id, or None."""
     row = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.id == node_id)).one_or_none()
     return Node(*row) if row else None
+
+
+def root(session, workflow_id):
+    """The workflow's outermost step."""
+    row = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.workflow_id == workflow_id,
+                                                       WorkflowNode.parent_id.is_(None))).one()
+    return Node(*row)
 
 
 def steps_of(session, parent_id):
@@ -118,6 +125,36 @@ def finish(session, workflow_id, status, failed_task=None, error=None):
                            .execution_options(synchronize_session=False)).rowcount == 1
 
 
+def status(session, workflow_id):
+    """The workflow's status, or None if there is no such workflow."""
+    return session.scalar(select(Workflow.status).where(Workflow.id == workflow_id))
+
+
+def restart(session, workflow_id):
+    """Put a failed or cancelled workflow back to running; True if this transaction did (only one can)."""
+    return session.execute(update(Workflow).where(Workflow.id == workflow_id,
+                                                  Workflow.status.in_((FAILED, CANCELLED)))
+                           .values(status=RUNNING, failed_task=None, error=None, finished_at=None, swept=False)
+                           .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def reopen(session, workflow_id):
+    """Every step of a restarted workflow that did not succeed waits again, and so do its error
+    callbacks, to run on a later failure."""
+    session.execute(update(WorkflowNode).where(WorkflowNode.workflow_id == workflow_id,
+                                               or_(WorkflowNode.status != SUCCEEDED,
+                                                   WorkflowNode.position == ON_ERROR))
+                    .values(status=WAITING, pending=0).execution_options(synchronize_session=False))
+
+
+def unfinished_tasks(session, workflow_id):
+    """Ids of the workflow's tasks that have not finished (its steps' latest tasks: a step runs
+    again only once its task has finished)."""
+    return session.scalars(select(Task.id).join(WorkflowNode, WorkflowNode.task_id == Task.id)
+                           .where(WorkflowNode.workflow_id == workflow_id, Task.status.in_(UNFINISHED_STATES))
+                           .order_by(Task.id)).all()
+
+
 def task_results(session, task_ids):
     """task id -> its result."""
     return dict(session.execute(select(Task.id, Task.result).where(Task.id.in_(list(task_ids)))).all())
@@ -140,7 +177,7 @@ def cancels_members(session, workflow_id):
     cancels its members on failure."""
     row = session.execute(select(Workflow.status, Workflow.cancel_on_failure)
                           .where(Workflow.id == workflow_id)).one_or_none()
-    return row is not None and (row.status == CANCELLED or row.cancel_on_failure)
+    return row is not None and (row.status == CANCELLED or (row.status == FAILED and row.cancel_on_failure))
 
 
 def unfinished_task_ids(session, workflow_id):
@@ -169,5 +206,6 @@ def uncancelled(session, task_ids):
 
 
 def mark_swept(session, workflow_id):
-    session.execute(update(Workflow).where(Workflow.id == workflow_id).values(swept=True)
+    """Record that an ended workflow's unfinished tasks are cancelled (not if it runs again)."""
+    session.execute(update(Workflow).where(Workflow.id == workflow_id, Workflow.status != RUNNING).values(swept=True)
                     .execution_options(synchronize_session=False))

@@ -54,12 +54,13 @@ def init_cors(app):
 def register_blueprints(app):
     """Mount every resource under one flask-smorest Api (OpenAPI at /openapi.json)."""
     from service import dashboard
-    from service.api import IdConverter, health, observe, queues, schedules, seed, stats, tasks, users
-    from service.api.openapi import ServiceApi, describe_task_body
+    from service.api import (IdConverter, health, observe, queues, schedules, seed, stats, tasks, users,
+                             workflows)
+    from service.api.openapi import ServiceApi, describe_task_body, describe_workflow_body
 
     app.url_map.converters["id"] = IdConverter
     api = ServiceApi(app)
-    modules = [users, tasks, queues, schedules, stats, seed, health]
+    modules = [users, tasks, workflows, queues, schedules, stats, seed, health]
     if app.config["BENCH_MODE"]:
         from service import bench
 
@@ -67,6 +68,7 @@ def register_blueprints(app):
     for module in modules:
         api.register_blueprint(module.blp)
     describe_task_body(api, registry)
+    describe_workflow_body(api, registry)
     app.register_blueprint(dashboard.root)
     app.register_blueprint(dashboard.blp)
     app.register_blueprint(observe.blp)

@@ -1,10 +1,10 @@
 """Benchmark-only pieces, mounted when BENCH_MODE is true: a floor endpoint and a no-op task."""
 
 from flask import jsonify
-from flask_smorest import Blueprint
 from marshmallow import Schema
 
 from db import Session, users
+from service.api import Blueprint
 from service.runner import task
 
 blp = Blueprint("bench", __name__, url_prefix="/bench", description="Benchmark floor (bench mode)")

@@ -32,6 +32,8 @@ CANCELLED = Counter("tasks_cancelled_total", "Tasks cancelled, queued or running
 RUN_TIME = Histogram("task_run_seconds", "How long an attempt ran", ["name"], buckets=SECONDS)
 QUEUE_WAIT = Histogram("task_queue_wait_seconds", "How long a task waited between due and started",
                        ["name"], buckets=SECONDS)
+WORKFLOWS_STARTED = Counter("workflows_started_total", "Workflows submitted, and failed ones retried")
+WORKFLOWS_FINISHED = Counter("workflows_finished_total", "Workflows that ended, by outcome", ["outcome"])
 WORKERS = Gauge("task_workers", "Task threads of this process, busy or idle", ["state"],
                 multiprocess_mode="liveall")
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])

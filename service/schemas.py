@@ -90,20 +90,25 @@ class UserOut(Schema):
     create_time = LocalDateTime()
 
 
-class TaskIn(StrictSchema):
-    name = Name(required=True, validate=validate.Length(min=1, max=100))
-    args = fields.Dict(keys=fields.String(), load_default=dict)
+class TaskOptions(StrictSchema):
+    """How a task runs, beside its name and arguments: a submit's and a workflow step's."""
+
     delay = fields.Float(validate=validate.Range(min=0, max=MAX_TASK_DELAY),
                          metadata={"description": "seconds to wait before running"})
-    run_at = fields.AwareDateTime(
-        default_timezone=dt.timezone.utc,
-        metadata={"description": "ISO 8601 time to run at (UTC if no offset); "
-                                 "a time in the past runs now"})
     max_attempts = fields.Integer(strict=True, validate=validate.Range(min=1, max=100))
     time_limit = fields.Float(validate=validate.Range(min=0.1, max=24 * 3600),
                               metadata={"description": "seconds before the task is stopped"})
     priority = fields.Integer(strict=True, validate=validate.Range(min=-100, max=100),
                               metadata={"description": "higher runs first; the task's default if absent"})
+
+
+class TaskIn(TaskOptions):
+    name = Name(required=True, validate=validate.Length(min=1, max=100))
+    args = fields.Dict(keys=fields.String(), load_default=dict)
+    run_at = fields.AwareDateTime(
+        default_timezone=dt.timezone.utc,
+        metadata={"description": "ISO 8601 time to run at (UTC if no offset); "
+                                 "a time in the past runs now"})
 
     @validates_schema
     def one_start_time(self, data, **kwargs):
@@ -155,6 +160,7 @@ class TaskOut(Schema):
     queue = fields.String()
     retry_of = fields.Integer(allow_none=True, metadata={"description": "the task this one retries"})
     retried_by = fields.Integer(allow_none=True, metadata={"description": "the task that retried this one"})
+    workflow = fields.Integer(allow_none=True, metadata={"description": "the workflow whose step it runs"})
 
 
 class TaskQuery(PageQuery):

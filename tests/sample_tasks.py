@@ -204,11 +204,14 @@ class Step(Schema):
     results = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
 
 
+FIXED = set()  # values of failing steps that succeed from now on (a retried workflow's)
+
+
 @task("step", schema=Step, max_attempts=1)
 def step(ctx, value, seconds, fail, results):
     """A workflow step: value plus what the steps before it returned (numbers, or lists of them)."""
     ctx.sleep(seconds)
-    if fail:
+    if fail and value not in FIXED:
         raise ValueError(f"step {value} failed")
     return value + sum(_total(each) for each in results or [])
 

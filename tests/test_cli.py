@@ -15,6 +15,7 @@ import db
 from db import runners, stats
 from db.models import Task, TaskLimit, TaskRollup, User, utcnow
 from service.cli import main
+from service.runner import chain, enqueue, signature, workflows
 from tests.conftest import backend, wait_for
 from tests.server import Process, migrate
 
@@ -535,3 +536,40 @@ def test_schedules_are_listed_with_their_last_and_next_run(tasks_cli, url, monke
     [row] = json.loads(ok(tasks_cli("schedules", "--json")))
     assert row["last_task_id"] is None and row["next_run_at"].endswith("+00:00")
     assert "SCHEDULE_TZ" in refused(tasks_cli("schedules", SCHEDULE_TZ="Nowhere/Land"))
+
+
+# -- workflows -------------------------------------------------------------
+
+
+def failed_workflow(engine):
+    """A chain of two steps whose first failed, settled as a runner settles it; (workflow id, first task id)."""
+    with OrmSession(engine) as session:
+        workflow_id, [first] = enqueue(session, chain(signature("step", {"value": 7}), signature("step", {"value": 8})))
+        session.commit()
+    fail_task(engine, first)
+    with OrmSession(engine) as session:
+        workflows.task_ended(session, task_row(engine, first).workflow_node, first)
+        session.commit()
+    return workflow_id, first
+
+
+def test_workflow_commands_list_show_retry_and_cancel(tasks_cli, url, engine):
+    workflow_id, first = failed_workflow(engine)
+    listed = ok(tasks_cli("workflow", "list", "--status", "failed"))
+    assert f"{workflow_id}   failed  0 of 2 succeeded, 1 failed, 1 waiting" in listed
+    assert ok(tasks_cli("workflow", "list", "--status", "running")).strip() == "0 workflows"
+    shown = ok(tasks_cli("workflow", "show", workflow_id))
+    assert f"workflow {workflow_id}: failed" in shown and f"error:    task {first}: ValueError: boom" in shown
+    assert "chain  [failed]" in shown and "step  [waiting]  not started" in shown
+    assert json.loads(ok(tasks_cli("workflow", "show", workflow_id, "--json")))["tasks"] == [first]
+    assert f"workflow:         {workflow_id}" in ok(tasks_cli("show", first))
+    assert f"step of workflow {workflow_id}; retry the workflow" in refused(tasks_cli("retry", first))
+    assert "already ended (failed)" in refused(tasks_cli("workflow", "cancel", workflow_id))
+
+    rerun = int(ok(tasks_cli("workflow", "retry", workflow_id)))
+    assert (task_row(engine, rerun).retry_of, task_row(engine, first).retried_by) == (first, rerun)
+    assert "is running; only a failed or cancelled one" in refused(tasks_cli("workflow", "retry", workflow_id))
+    assert ok(tasks_cli("workflow", "cancel", workflow_id)) == f"workflow {workflow_id} cancelled\n"
+    assert task_row(engine, rerun).status == "cancelled"  # its queued task, right after the commit
+    assert refused(tasks_cli("workflow", "show", 999)) == "Error: workflow 999 not found"
+    assert refused(tasks_cli("workflow", "retry", 999)) == "Error: workflow 999 not found"

@@ -13,7 +13,7 @@ import sys
 import pytest
 from sqlalchemy import create_engine, select
 
-from db.models import Task, User
+from db.models import Task, User, Workflow, WorkflowNode
 from service.runner import InvalidArguments, registry
 from tests.conftest import ROOT, backend
 from tests.server import Server, migrate
@@ -64,10 +64,13 @@ def exchanges(entries):
 
 
 def expected_rows(entries):
-    """The task and user ids the accepted requests say they created, and how many bulk retries made."""
-    task_ids, user_ids, bulk_retries = set(), set(), 0
+    """The task, user and workflow ids the accepted requests say they created, and how many
+    bulk retries made (a workflow's later steps are its own: they start as the earlier ones end)."""
+    task_ids, user_ids, workflow_ids, bulk_retries = set(), set(), set(), 0
     for method, path, status, headers, body in exchanges(entries):
-        if method == "POST" and status == 202 and (path == "/api/tasks" or path.endswith("/retry")):
+        if method == "POST" and status == 202 and path.startswith("/api/workflows"):
+            workflow_ids.add(body["id"])
+        elif method == "POST" and status == 202 and (path == "/api/tasks" or path.endswith("/retry")):
             task_ids.add(body["id"])
         elif (method, path, status) == ("POST", "/api/tasks/retry", 200):
             bulk_retries += body["affected"]
@@ -77,7 +80,7 @@ def expected_rows(entries):
             user_ids.add(body)
         elif method == "GET" and path in ("/user/thread", "/user/thread_pool") and status == 200:
             task_ids.add(int(headers["location"].rsplit("/", 1)[1]))
-    return task_ids, user_ids, bulk_retries
+    return task_ids, user_ids, workflow_ids, bulk_retries
 
 
 def write_summary(db_url, seed, report, entries, output):
@@ -116,19 +119,23 @@ def test_fuzzing_the_live_document_finds_no_failure_and_leaves_only_accepted_row
     assert set(summary["phases"].values()) <= {"success", "skip"}, summary
     assert summary["generated"] > 1000, summary
 
-    task_ids, user_ids, bulk_retries = expected_rows(entries)
+    task_ids, user_ids, workflow_ids, bulk_retries = expected_rows(entries)
     engine = create_engine(migrated_db)
     with engine.connect() as connection:
         stored_tasks = connection.execute(select(Task.id, Task.name, Task.args, Task.status,
-                                                 Task.result, Task.retry_of)).all()
+                                                 Task.result, Task.retry_of, WorkflowNode.workflow_id)
+                                          .outerjoin(WorkflowNode, WorkflowNode.id == Task.workflow_node)).all()
         stored_users = set(connection.scalars(select(User.id)))
+        stored_workflows = set(connection.scalars(select(Workflow.id)))
     engine.dispose()
     assert not [t for t in stored_tasks if t.status == "running"]
     # Every row came from a request the service accepted, and each one is there;
     # a bulk retry answers how many tasks it made, not their ids.
     stored_ids = {t.id for t in stored_tasks}
     assert task_ids <= stored_ids
-    unreported = [t for t in stored_tasks if t.id not in task_ids]
+    assert stored_workflows == workflow_ids
+    assert {t.workflow_id for t in stored_tasks if t.workflow_id} <= workflow_ids
+    unreported = [t for t in stored_tasks if t.id not in task_ids and t.workflow_id is None]
     assert len(unreported) == bulk_retries and all(t.retry_of for t in unreported)
     made_by_tasks = {t.result for t in stored_tasks
                      if t.name == "create_user" and t.status == "succeeded"}

@@ -1,8 +1,10 @@
 """HTTP routing: one blueprint per resource."""
 import json
 
+import flask_smorest
 from flask import current_app, request
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
+from webargs import flaskparser
 from werkzeug.routing import IntegerConverter
 
 from db import Session
@@ -11,6 +13,23 @@ from service.api.openapi import PAGINATION
 from service.errors import error_response
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class JsonParser(flaskparser.FlaskParser):
+    """webargs' parser, except that JSON nested past what Python can decode is a 400 like any
+    other invalid JSON body, not a RecursionError."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            flaskparser.abort(400, messages={"json": ["Invalid JSON body: nested too deeply."]})
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """Every resource's blueprint: flask-smorest's, reading bodies with JsonParser."""
+
+    ARGUMENTS_PARSER = JsonParser()
 
 
 class IdConverter(IntegerConverter):
@@ -69,7 +88,7 @@ def one_page(list_rows, query):
     filters = dict(query)
     page, page_size = filters.pop("page"), filters.pop("page_size")
     items, total = list_rows(Session, page_size, (page - 1) * page_size, **filters)
-    meta = Blueprint._make_pagination_metadata(page, page_size, total)
+    meta = flask_smorest.Blueprint._make_pagination_metadata(page, page_size, total)
     return items, 200, {"X-Pagination": json.dumps(meta)}
 
 

@@ -1,10 +1,9 @@
 """/healthz (the process answers) and /readyz (it can do its work)."""
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from db import Session, get_engine
-from service.api import get_executor
+from service.api import Blueprint, get_executor
 from service.errors import error_response
 
 blp = Blueprint("health", __name__, description="Liveness and readiness")

@@ -121,12 +121,50 @@ def describe_task_body(api, registry):
     together with run_at; the document says both, so a request it calls valid
     is one the server accepts.
     """
+    body = api.spec.components.schemas["TaskIn"]
+    body["oneOf"] = _task_variants(api, registry)
+    body["not"] = {"required": ["delay", "run_at"]}
+
+
+def _task_variants(api, registry):
+    """One JSON schema per registered task: its name, and its arguments as its schema checks them."""
     variants = []
     for name in registry.names():
         args = api.ma_plugin.converter.schema2jsonschema(registry.get(name).schema)
-        variant = {"properties": {"name": {"type": "string", "enum": [name]}, "args": args},
-                   "required": ["name", "args"] if args.get("required") else ["name"]}
-        variants.append(variant)
-    body = api.spec.components.schemas["TaskIn"]
-    body["oneOf"] = variants
-    body["not"] = {"required": ["delay", "run_at"]}
+        variants.append({"properties": {"name": {"type": "string", "enum": [name]}, "args": args},
+                         "required": ["name", "args"] if args.get("required") else ["name"]})
+    return variants
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def describe_workflow_body(api, registry):
+    """Say exactly which trees POST /api/workflows takes: a step is a task or one composite.
+
+    marshmallow reads a step as one object with every field and checks the
+    combinations in code; the document spells each kind out (oneOf), so a body
+    it calls valid is one the server accepts, but for the nesting and size limits.
+    """
+    schemas = api.spec.components.schemas
+    task = {key: value for key, value in schemas["StepIn"].items() if key != "properties"}
+    task["properties"] = {key: value for key, value in schemas["StepIn"]["properties"].items()
+                          if key in ("name", "args", "delay", "max_attempts", "time_limit", "priority")}
+    task["required"] = ["name"]
+    task["oneOf"] = _task_variants(api, registry)
+    steps = schemas["StepIn"]["properties"]["chain"]
+    on_error = {**_ref("TaskStep"), "description": "a task step, run once if a step below fails"}
+
+    def composite(kind, extra=None):
+        shape = _ref("ChordIn") if kind == "chord" else steps
+        return {"type": "object", "required": [kind], "additionalProperties": False,
+                "properties": {kind: shape, "on_error": on_error, **(extra or {})}}
+
+    cancel = {"cancel_on_failure": schemas["WorkflowIn"]["properties"]["cancel_on_failure"]}
+    api.spec.components.schema("TaskStep", task)
+    schemas["StepIn"].clear()
+    schemas["StepIn"]["oneOf"] = [_ref("TaskStep")] + [composite(kind) for kind in ("chain", "group", "chord")]
+    schemas["ChordIn"]["required"] = ["group", "then"]
+    schemas["WorkflowIn"].clear()
+    schemas["WorkflowIn"]["oneOf"] = [composite(kind, cancel) for kind in ("chain", "group", "chord")]

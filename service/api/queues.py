@@ -1,10 +1,11 @@
 """/api/queues: the named queues, pausing or resuming one, removing an unused one's record."""
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields
 
 from db import Session, queues
+from service.api import Blueprint
 from service.runner import registry
 from db.queues import check_queue_name
 from service.schemas import UtcDateTime

@@ -1,9 +1,9 @@
 """/api/schedules: the recurring tasks, their last run and next slot."""
 from flask import current_app
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from db import Session
+from service.api import Blueprint
 from service.runner.scheduler import list_schedules
 from service.schemas import UtcDateTime
 

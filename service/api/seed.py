@@ -4,10 +4,11 @@ import threading
 import time
 
 from flask import current_app, jsonify, url_for
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from db import Session, tasks, users
 from db.reset import reset_database_and_commit
+from service.api import Blueprint
 from service.api.openapi import LOCATION
 from service.errors import RETRY_AFTER
 from service.runner.group_commit import enqueue_and_commit

@@ -1,8 +1,8 @@
 """/api/stats: what the dashboard's overview shows."""
 from flask import current_app
-from flask_smorest import Blueprint
 
 from db import Session, stats
+from service.api import Blueprint
 from service.schemas import StatsOut
 
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Counts, queue and processes")

@@ -1,10 +1,10 @@
 """/api/tasks: submit tasks, follow them, cancel them."""
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
-from db import Session, tasks
-from service.api import PAGE_HEADERS, one_page, require_body
+from db import Session, tasks, workflow_views
+from service.api import Blueprint, PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
 from service.runner import KeyReused, actions
 from service.runner.actions import NotRetryable
@@ -20,7 +20,7 @@ def find_task(task_id):
     task = tasks.get_task(Session, task_id)
     if task is None:
         abort(404, message=f"task {task_id} not found")
-    return task
+    return workflow_views.with_workflows(Session, [task])[0]
 
 
 @blp.route("")
@@ -50,7 +50,12 @@ class Tasks(MethodView):
     @blp.response(200, TaskOut(many=True), headers=PAGE_HEADERS)
     def get(self, query):
         """List tasks, newest first, optionally by status and name."""
-        return one_page(tasks.list_tasks, query)
+        return one_page(list_with_workflows, query)
+
+
+def list_with_workflows(session, limit, offset, **filters):
+    page, total = tasks.list_tasks(session, limit, offset, **filters)
+    return workflow_views.with_workflows(session, page), total
 
 
 @blp.route("/<id:task_id>")
@@ -73,6 +78,7 @@ class TaskCancel(MethodView):
             abort(404, message=f"task {task_id} not found")
         if outcome == tasks.CANCEL_TOO_LATE:
             abort(409, message=f"task {task_id} already finished ({task.status})")
+        workflow_views.with_workflows(Session, [task])
         if outcome == tasks.CANCEL_REQUESTED:  # its runner sees it on its next heartbeat
             return task, 202
         return task

@@ -1,10 +1,10 @@
 """/api/users: create and read users directly (no task)."""
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from db import Session, users
-from service.api import PAGE_HEADERS, one_page
+from service.api import Blueprint, PAGE_HEADERS, one_page
 from service.api.openapi import LOCATION
 from service.schemas import PageQuery, UserIn, UserOut
 

@@ -10,7 +10,7 @@ import click
 from marshmallow import ValidationError
 
 import service.worker
-from db import session_scope, stats, tasks
+from db import session_scope, stats, tasks, workflow_views
 from db.models import MAX_ID, STATES, utcnow
 from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
@@ -104,6 +104,7 @@ def list_command(status, name, page, page_size, as_json):
     with connected():
         with session_scope() as session:
             found, total = tasks.list_tasks(session, page_size, (page - 1) * page_size, status, name)
+            workflow_views.with_workflows(session, found)
     if as_json:
         click.echo(to_json({"tasks": TaskOut(many=True).dump(found), "total": total,
                             "page": page, "page_size": page_size}))
@@ -124,7 +125,7 @@ def show(task_id, as_json):
     """Show every field of task ID and how long it waited and ran."""
     with connected():
         with session_scope() as session:
-            task = find_task(session, task_id)
+            task = workflow_views.with_workflows(session, [find_task(session, task_id)])[0]
     now = utcnow()
     if as_json:
         waited, ran = timings(task, now)
@@ -255,3 +256,4 @@ def worker():
 
 from service.cli import queues  # noqa: E402,F401  tasks queues|pause|resume
 from service.cli import schedules  # noqa: E402,F401  tasks schedules
+from service.cli import workflows  # noqa: E402,F401  tasks workflow list|show|cancel|retry

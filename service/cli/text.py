@@ -89,6 +89,7 @@ def task_lines(task, now):
         ("waited in queue", waited_text),
         ("ran for", "-" if ran is None else span(ran) + (" so far" if task.status == RUNNING else "")),
         ("retry of", task.retry_of or "-"), ("retried by", task.retried_by or "-"),
+        ("workflow", task.workflow or "-"),
     ]
     lines = [f"{label + ':':<17} {value}" for label, value in fields]
     if task.traceback:

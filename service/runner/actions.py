@@ -46,6 +46,9 @@ def retry_task(session, task_id):
         raise NotRetryable(f"task {task_id} is {old.status}; only failed or cancelled tasks can be retried")
     if old.retried_by is not None:
         raise NotRetryable(f"task {task_id} was retried already, as task {old.retried_by}")
+    workflow_id = workflows.retried_with(session, old)
+    if workflow_id is not None:  # run alone, it would settle nothing: the workflow reruns it
+        raise NotRetryable(f"task {task_id} is a step of workflow {workflow_id}; retry the workflow")
     spec, stored_args = check_task(session, old.name, old.args)
     if not bulk.claim_retry(session, task_id):  # another request retried it meanwhile
         raise NotRetryable(f"task {task_id} was retried already")

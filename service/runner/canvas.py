@@ -14,6 +14,7 @@ import dataclasses
 from service.runner.registry import InvalidArguments, check_priority, registry
 
 MAX_STEPS = 10_000  # task steps in one workflow
+MAX_DEPTH = 32  # composites nested in one another
 OPTIONS = ("delay", "priority", "max_attempts", "time_limit")
 
 
@@ -111,14 +112,14 @@ def plan(root):
     if not is_workflow(root):
         raise InvalidWorkflow("workflow", "a workflow is a chain, group or chord")
     count = [0]
-    return _plan(root, _kind(root), count)
+    return _plan(root, _kind(root), count, 1)
 
 
 def _kind(step):
     return {Signature: "task", Chain: "chain", Group: "group", Chord: "chord"}.get(type(step))
 
 
-def _plan(step, path, count):
+def _plan(step, path, count, depth):
     kind = _kind(step)
     if kind is None:
         raise InvalidWorkflow(path, f"a step is a task signature, chain, group or chord, got {type(step).__name__}")
@@ -127,12 +128,15 @@ def _plan(step, path, count):
         if count[0] > MAX_STEPS:
             raise InvalidWorkflow(path, f"a workflow has at most {MAX_STEPS} task steps")
         return Planned("task", spec=_task_spec(step, path))
+    if depth > MAX_DEPTH:
+        raise InvalidWorkflow(path, f"chains, groups and chords nest at most {MAX_DEPTH} deep")
     if kind == "chord":
-        steps = [_plan(step.group, f"{path}.group", count), _plan(step.then, f"{path}.then", count)]
+        steps = [_plan(step.group, f"{path}.group", count, depth + 1),
+                 _plan(step.then, f"{path}.then", count, depth + 1)]
     else:
         if not step.steps:
             raise InvalidWorkflow(path, f"a {kind} needs at least one step")
-        steps = [_plan(each, f"{path}[{n}]", count) for n, each in enumerate(step.steps)]
+        steps = [_plan(each, f"{path}[{n}]", count, depth + 1) for n, each in enumerate(step.steps)]
     on_error = None
     if step.on_error is not None:
         if not isinstance(step.on_error, Signature):

@@ -16,16 +16,21 @@ from sqlalchemy import event
 
 from db import bulk, session_scope
 from db import workflows as steps
-from db.models import ACTIVE, CANCELLED, FAILED, FINISHED_STATES, SUCCEEDED, WAITING
+from db.models import ACTIVE, CANCELLED, FAILED, FINISHED_STATES, SUCCEEDED
 from db.session import session_factory
 from service import metrics
 from service.runner import canvas
-from service.runner.registry import registry
-from service.runner.submit import backlog, insert_rows, task_row
+from service.runner.submit import backlog
+from service.runner.workflow_start import Starter, handed_on, result_of
 
 log = logging.getLogger(__name__)
 
 TO_SWEEP = "service.workflows_to_sweep"  # session.info: workflows this transaction failed or cancelled
+TO_COUNT = "service.workflow_counts"  # session.info: (counter, labels) to count once it commits
+
+
+class NotRetryable(ValueError):
+    """Only a failed or cancelled workflow whose tasks have all finished can be retried."""
 
 
 def submit(session, root, cancel_on_failure=True):
@@ -35,9 +40,34 @@ def submit(session, root, cancel_on_failure=True):
     backlog.check(session)
     workflow_id = steps.insert_workflow(session, cancel_on_failure)
     [root_id] = _insert(session, workflow_id, None, [(0, planned)])
-    starter = _Starter(session)
+    starter = Starter(session)
     starter.activate(steps.node(session, root_id))
+    _count_on_commit(session, metrics.WORKFLOWS_STARTED)
     return workflow_id, starter.flush()
+
+
+def retry(session, workflow_id):
+    """Run a failed or cancelled workflow again from where it stopped (not committed): every step
+    that did not succeed runs again, with what the steps before it returned. Return the ids of
+    the tasks it starts, or None if there is no such workflow; raises NotRetryable."""
+    status = steps.status(session, workflow_id)
+    if status is None:
+        return None
+    if status not in (FAILED, CANCELLED):
+        raise NotRetryable(f"workflow {workflow_id} is {status}; only a failed or cancelled one can be retried")
+    unfinished = steps.unfinished_tasks(session, workflow_id)
+    if unfinished:
+        shown = ", ".join(map(str, unfinished[:5])) + (", ..." if len(unfinished) > 5 else "")
+        raise NotRetryable(f"workflow {workflow_id} still has {len(unfinished)} unfinished task(s) ({shown}); "
+                           "retry it once they have stopped")
+    backlog.check(session)
+    if not steps.restart(session, workflow_id):  # another request retried it meanwhile
+        raise NotRetryable(f"workflow {workflow_id} was retried already")
+    steps.reopen(session, workflow_id)
+    starter = Starter(session)
+    starter.activate(steps.root(session, workflow_id))
+    _count_on_commit(session, metrics.WORKFLOWS_STARTED)
+    return starter.flush()
 
 
 def _insert(session, workflow_id, parent_id, placed):
@@ -53,63 +83,12 @@ def _insert(session, workflow_id, parent_id, placed):
     return ids
 
 
-class _Starter:
-    """Starts steps in one transaction, and inserts all their tasks in one go at the end."""
-
-    def __init__(self, session):
-        self.session = session
-        self.pending = []  # (node, task row)
-        self.locked = set()  # workflows whose row this transaction holds, found running
-
-    def activate(self, node, results=None, failure=None):
-        """Start a waiting step (only one transaction can): its task, or its first steps."""
-        session = self.session
-        if node.position != steps.ON_ERROR and not self._running(node.workflow_id):
-            return
-        if node.kind == "group":
-            members = steps.steps_of(session, node.id)
-            if not steps.move(session, node.id, WAITING, ACTIVE, pending=len(members)):
-                return
-            for member in members:
-                self.activate(member, results)
-            return
-        if not steps.move(session, node.id, WAITING, ACTIVE):
-            return
-        if node.kind == "task":
-            self.pending.append((node, self._task_row(node.spec, results, failure)))
-        else:  # chain or chord: its first step
-            self.activate(steps.steps_of(session, node.id)[0], results)
-
-    def _running(self, workflow_id):
-        if workflow_id not in self.locked:
-            if not steps.lock_running(self.session, workflow_id):
-                return False
-            self.locked.add(workflow_id)
-        return True
-
-    @staticmethod
-    def _task_row(stored, results, failure):
-        spec = registry.get(stored["name"])
-        args = dict(stored["args"])
-        fields = spec.schema.fields
-        if results is not None and "results" in fields:
-            args["results"] = results
-        if failure is not None and "failure" in fields:
-            args["failure"] = failure
-        options = stored["options"]
-        return task_row(spec, args, delay=options.get("delay"), max_attempts=options.get("max_attempts"),
-                        time_limit=options.get("time_limit"), priority=options.get("priority"))
-
-    def flush(self):
-        """Insert the started steps' tasks; return their ids, in the order the steps started."""
-        if not self.pending:
-            return []
-        rows = [{**row, "workflow_node": node.id} for node, row in self.pending]
-        made = insert_rows(self.session, rows)
-        for (node, _), task in zip(self.pending, made):
-            steps.set_task(self.session, node.id, task.id)
-        self.pending = []
-        return [task.id for task in made]
+def retried_with(session, task):
+    """The workflow whose retry reruns this task (a step's, not an error callback's), or None."""
+    if task.workflow_node is None:
+        return None
+    node = steps.node(session, task.workflow_node)
+    return node.workflow_id if node is not None and node.position != steps.ON_ERROR else None
 
 
 def task_ended(session, node_id, task_id):
@@ -120,7 +99,7 @@ def task_ended(session, node_id, task_id):
     status, error, name = steps.task_ending(session, task_id)
     if status not in FINISHED_STATES or not steps.move(session, node.id, ACTIVE, status):
         return
-    starter = _Starter(session)
+    starter = Starter(session)
     _settled(session, starter, node, status, {"task_id": task_id, "name": name, "error": error})
     starter.flush()
 
@@ -138,8 +117,10 @@ def _settled(session, starter, node, status, failure):
     if node.parent_id is None:
         if steps.finish(session, node.workflow_id, status,
                         failed_task=failure["task_id"] if status == FAILED else None,
-                        error=failure["error"] if status == FAILED else None) and status != SUCCEEDED:
-            session.info.setdefault(TO_SWEEP, set()).add(node.workflow_id)
+                        error=failure["error"] if status == FAILED else None):
+            _count_on_commit(session, metrics.WORKFLOWS_FINISHED, status)
+            if status != SUCCEEDED:
+                session.info.setdefault(TO_SWEEP, set()).add(node.workflow_id)
         return
     parent = steps.node(session, node.parent_id)
     if status != SUCCEEDED:
@@ -159,19 +140,7 @@ def _settled(session, starter, node, status, failure):
         if steps.move(session, parent.id, ACTIVE, SUCCEEDED):
             _settled(session, starter, parent, SUCCEEDED, None)
         return
-    result = result_of(session, node)
-    starter.activate(following, results=result if parent.kind == "chord" else [result])
-
-
-def result_of(session, node):
-    """A step's result: its task's; a group's, its members' in order; a chain's or chord's, its last step's."""
-    if node.kind == "task":
-        return steps.task_results(session, [node.task_id]).get(node.task_id)
-    members = steps.steps_of(session, node.id)
-    if node.kind != "group":
-        return result_of(session, members[-1])
-    found = steps.task_results(session, [m.task_id for m in members if m.kind == "task" and m.task_id])
-    return [found.get(m.task_id) if m.kind == "task" else result_of(session, m) for m in members]
+    starter.activate(following, results=handed_on(parent.kind, result_of(session, node)))
 
 
 def cancel(session, workflow_id):
@@ -179,6 +148,7 @@ def cancel(session, workflow_id):
     commit. Returns False if it was not running."""
     if not steps.finish(session, workflow_id, CANCELLED):
         return False
+    _count_on_commit(session, metrics.WORKFLOWS_FINISHED, CANCELLED)
     session.info.setdefault(TO_SWEEP, set()).add(workflow_id)
     return True
 
@@ -214,10 +184,16 @@ def sweep_unswept():
         sweep(workflow_id)
 
 
+def _count_on_commit(session, counter, *labels):
+    session.info.setdefault(TO_COUNT, []).append((counter, labels))
+
+
 @event.listens_for(session_factory, "after_commit")
 def _committed(session):
     if session.in_nested_transaction():
         return
+    for counter, labels in session.info.pop(TO_COUNT, ()):
+        (counter.labels(*labels) if labels else counter).inc()
     for workflow_id in sorted(session.info.pop(TO_SWEEP, ())):
         try:
             sweep(workflow_id)
@@ -229,3 +205,4 @@ def _committed(session):
 def _ended(session, transaction):
     if transaction.parent is None:
         session.info.pop(TO_SWEEP, None)
+        session.info.pop(TO_COUNT, None)
