@@ -4,6 +4,7 @@ TASK_MODULES=service.example_tasks, then submit them from the dashboard's Submit
 - example_fail: fails at once; its error and traceback show on its page.
 - example_retry: asks for another attempt `failures` times (RetryTask), then succeeds.
 - example_progress: works for `seconds`, reporting its progress, and can be cancelled.
+- example_add: adds `number` to the results of the workflow steps before it (chains, chords).
 """
 from marshmallow import Schema, fields, validate
 
@@ -26,6 +27,12 @@ class RetryArgs(Schema):
 class ProgressArgs(Schema):
     seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0, max=MAX_SECONDS))
     steps = fields.Integer(load_default=10, strict=True, validate=validate.Range(min=1, max=100))
+
+
+class AddArgs(Schema):
+    number = fields.Float(load_default=0, validate=validate.Range(min=-1e12, max=1e12))
+    # What the steps before it returned, handed on by its workflow (numbers, or lists of them).
+    results = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
 
 
 class ExampleError(RuntimeError):
@@ -54,3 +61,15 @@ def example_progress(ctx, seconds, steps):
         ctx.sleep(seconds / steps)  # raises TaskCancelled as soon as a cancel is asked
     ctx.progress(100, "done")
     return {"steps": steps}
+
+
+@task("example_add", schema=AddArgs)
+def example_add(ctx, number, results):
+    """Return number plus every number in results: a chord's callback sums its members."""
+    return number + _total(results)
+
+
+def _total(value):
+    if isinstance(value, list):
+        return sum(_total(each) for each in value)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0

@@ -168,10 +168,12 @@ def test_retry_reruns_only_what_did_not_succeed_and_goes_on(client, fixed):
     assert refused.status_code == 409 and f"workflow {body['id']}" in refused.get_json()["message"]
 
     fixed.add(20)
+    retried_before = sample("tasks_retried_total", {"name": "step"})
     retried = client.post(f"/api/workflows/{body['id']}/retry")
     assert retried.status_code == 202, retried.get_json()
     rerun = retried.get_json()["tasks"]
     assert len(rerun) == 1  # only the failed member: the others succeeded
+    assert sample("tasks_retried_total", {"name": "step"}) == retried_before + 1
     done = settled(client, body["id"])
     assert done["status"] == "succeeded" and done["error"] is None and done["failed_task"] is None
     with db.session_scope() as session:
@@ -200,3 +202,21 @@ def test_retry_waits_for_every_task_of_the_workflow_to_stop(client, fixed):
     assert client.post(f"/api/workflows/{body['id']}/retry").status_code == 202
     done = settled(client, body["id"])
     assert done["status"] == "succeeded" and [s["task"]["result"] for s in done["tree"]["steps"]] == [5, 6]
+
+
+def test_a_branch_left_to_finish_ends_cancelled_not_active_and_a_retry_goes_on_from_it(client, fixed):
+    tree = {"group": [step(40, fail=True), {"chain": [step(41, seconds=0.3), step(42)]}], "cancel_on_failure": False}
+    body = submit(client, tree)
+    found = settled(client, body["id"])
+    assert found["status"] == "failed"
+    broken, branch = found["tree"]["steps"]
+    assert broken["status"] == "failed"
+    # Its first step finished after the workflow failed; the next never starts, and nothing shows active.
+    assert [branch["status"]] + [s["status"] for s in branch["steps"]] == ["cancelled", "succeeded", "waiting"]
+    assert found["steps"]["active"] == 0
+    fixed.add(40)
+    assert client.post(f"/api/workflows/{body['id']}/retry").get_json()["tasks"] != []
+    done = settled(client, body["id"])
+    assert done["status"] == "succeeded"
+    assert [s["task"]["result"] for s in done["tree"]["steps"][1]["steps"]] == [41, 83]
+    assert count_rows(Task) == 4  # 40 twice, 41 once, 42 once

@@ -22,7 +22,7 @@ def registered_names(task_modules):
 
 
 def test_examples_are_off_unless_task_modules_names_them():
-    examples = {"example_fail", "example_retry", "example_progress"}
+    examples = {"example_fail", "example_retry", "example_progress", "example_add"}
     assert not examples & registered_names([])
     assert examples <= registered_names(["service.example_tasks"])
 
@@ -66,3 +66,16 @@ def test_example_progress_reports_progress_before_it_succeeds(runner):
     assert 0 < seen.progress < 100 and seen.message.startswith("step ")
     task = finished(task_id)
     assert task.status == "succeeded" and task.result == {"steps": 8}
+
+
+def test_example_add_sums_a_chord_as_the_readme_submits_it(client):
+    body = {"chord": {"group": [{"name": "example_add", "args": {"number": 1}},
+                                {"name": "example_add", "args": {"number": 2}}],
+                      "then": {"name": "example_add", "args": {"number": 10}}}}
+    answer = client.post("/api/workflows", json=body)
+    assert answer.status_code == 202
+    workflow = answer.get_json()["id"]
+    found = wait_for(lambda: (lambda w: w if w["status"] != "running" else None)(
+        client.get(f"/api/workflows/{workflow}").get_json()), message="the chord to end")
+    assert found["status"] == "succeeded"
+    assert found["tree"]["steps"][1]["task"]["result"] == 13

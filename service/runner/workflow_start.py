@@ -5,6 +5,13 @@ from db.models import ACTIVE, SUCCEEDED, WAITING
 from service.runner.registry import registry
 from service.runner.submit import insert_rows, task_row
 
+TO_COUNT = "service.workflow_counts"  # session.info: (counter, labels) to count once the transaction commits
+
+
+def count_on_commit(session, counter, *labels):
+    """Count in counter once this transaction commits (a rolled-back one counts nothing)."""
+    session.info.setdefault(TO_COUNT, []).append((counter, labels))
+
 
 class Starter:
     """Starts steps in one transaction, and inserts all their tasks in one go at the end."""
@@ -18,7 +25,7 @@ class Starter:
         """Start a waiting step (only one transaction can): its task, or its first steps.
         Steps that succeeded already (a retried workflow's) are passed over."""
         session = self.session
-        if node.position != steps.ON_ERROR and not self._running(node.workflow_id):
+        if node.position != steps.ON_ERROR and not self.running(node.workflow_id):
             return
         if node.kind == "group":
             members = [member for member in steps.steps_of(session, node.id) if member.status != SUCCEEDED]
@@ -39,7 +46,8 @@ class Starter:
             results = handed_on(node.kind, result_of(session, done[-1]))
         self.activate(children[len(done)], results)
 
-    def _running(self, workflow_id):
+    def running(self, workflow_id):
+        """True if the workflow still runs; its row is then locked till this transaction ends."""
         if workflow_id not in self.locked:
             if not steps.lock_running(self.session, workflow_id):
                 return False
@@ -70,7 +78,7 @@ class Starter:
         for (node, _), row, task in zip(self.pending, rows, made):
             steps.set_task(self.session, node.id, task.id)
             if row["retry_of"] is not None:
-                bulk.set_retry(self.session, row["retry_of"], task.id)
+                bulk.set_retry(self.session, row["retry_of"], task.id)  # counted as a retry once committed
         self.pending = []
         return [task.id for task in made]
 

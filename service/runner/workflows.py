@@ -21,12 +21,11 @@ from db.session import session_factory
 from service import metrics
 from service.runner import canvas
 from service.runner.submit import backlog
-from service.runner.workflow_start import Starter, handed_on, result_of
+from service.runner.workflow_start import TO_COUNT, Starter, count_on_commit, handed_on, result_of
 
 log = logging.getLogger(__name__)
 
 TO_SWEEP = "service.workflows_to_sweep"  # session.info: workflows this transaction failed or cancelled
-TO_COUNT = "service.workflow_counts"  # session.info: (counter, labels) to count once it commits
 
 
 class NotRetryable(ValueError):
@@ -42,7 +41,7 @@ def submit(session, root, cancel_on_failure=True):
     [root_id] = _insert(session, workflow_id, None, [(0, planned)])
     starter = Starter(session)
     starter.activate(steps.node(session, root_id))
-    _count_on_commit(session, metrics.WORKFLOWS_STARTED)
+    count_on_commit(session, metrics.WORKFLOWS_STARTED)
     return workflow_id, starter.flush()
 
 
@@ -66,7 +65,7 @@ def retry(session, workflow_id):
     steps.reopen(session, workflow_id)
     starter = Starter(session)
     starter.activate(steps.root(session, workflow_id))
-    _count_on_commit(session, metrics.WORKFLOWS_STARTED)
+    count_on_commit(session, metrics.WORKFLOWS_STARTED)
     return starter.flush()
 
 
@@ -118,7 +117,7 @@ def _settled(session, starter, node, status, failure):
         if steps.finish(session, node.workflow_id, status,
                         failed_task=failure["task_id"] if status == FAILED else None,
                         error=failure["error"] if status == FAILED else None):
-            _count_on_commit(session, metrics.WORKFLOWS_FINISHED, status)
+            count_on_commit(session, metrics.WORKFLOWS_FINISHED, status)
             if status != SUCCEEDED:
                 session.info.setdefault(TO_SWEEP, set()).add(node.workflow_id)
         return
@@ -140,6 +139,10 @@ def _settled(session, starter, node, status, failure):
         if steps.move(session, parent.id, ACTIVE, SUCCEEDED):
             _settled(session, starter, parent, SUCCEEDED, None)
         return
+    if not starter.running(node.workflow_id):  # it failed or was cancelled: the rest of this composite never runs
+        if steps.move(session, parent.id, ACTIVE, CANCELLED):
+            _settled(session, starter, parent, CANCELLED, None)
+        return
     starter.activate(following, results=handed_on(parent.kind, result_of(session, node)))
 
 
@@ -148,7 +151,7 @@ def cancel(session, workflow_id):
     commit. Returns False if it was not running."""
     if not steps.finish(session, workflow_id, CANCELLED):
         return False
-    _count_on_commit(session, metrics.WORKFLOWS_FINISHED, CANCELLED)
+    count_on_commit(session, metrics.WORKFLOWS_FINISHED, CANCELLED)
     session.info.setdefault(TO_SWEEP, set()).add(workflow_id)
     return True
 
@@ -182,10 +185,6 @@ def sweep_unswept():
         pending = steps.unswept(session)
     for workflow_id in pending:
         sweep(workflow_id)
-
-
-def _count_on_commit(session, counter, *labels):
-    session.info.setdefault(TO_COUNT, []).append((counter, labels))
 
 
 @event.listens_for(session_factory, "after_commit")
