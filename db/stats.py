@@ -13,7 +13,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, case, delete, func, select, true, update
 
-from db import runners
+from db import runners, workflows
 from db.dialects import dialect_of
 from db.models import (FINISHED_STATES, HELD_STATES, QUEUED, STATES, UNFINISHED_STATES, Task,
                        TaskMinute, TaskRollup, TaskTotal, utcnow)
@@ -193,6 +193,7 @@ def roll_up(session, now=None):
 
 def prune_finished(session, older_than, batch=500, now=None):
     """Delete up to batch tasks that finished more than older_than ago; return how many.
+    A workflow's tasks stay while it runs, and go once it ended that long ago (prune_workflows).
 
     Only rolled-up tasks are deleted, and their counts leave the totals in the
     same transaction (the caller commits), so every count stays exact.
@@ -204,7 +205,7 @@ def prune_finished(session, older_than, batch=500, now=None):
     cutoff = min(now - older_than, since)
     rows = session.execute(
         select(Task.id, Task.name, Task.status)
-        .where(Task.finished_at < cutoff, Task.status.in_(FINISHED_STATES))
+        .where(Task.finished_at < cutoff, Task.status.in_(FINISHED_STATES), ~workflows.kept_for(cutoff))
         .order_by(Task.finished_at).limit(batch)).all()
     if not rows:
         return 0
@@ -213,6 +214,12 @@ def prune_finished(session, older_than, batch=500, now=None):
     for (name, status), n in collections.Counter((row.name, row.status) for row in rows).items():
         _add_total(session, name, status, -n)
     return len(rows)
+
+
+def prune_workflows(session, older_than, batch=500, now=None):
+    """Delete up to batch workflows that ended more than older_than ago once prune_finished has
+    taken their tasks; return how many."""
+    return workflows.prune_ended(session, (now or utcnow()) - older_than, batch)
 
 
 def reset_counts(session):

@@ -8,7 +8,7 @@ and never ends its transaction.
 """
 import typing
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 
 from db.dialects import dialect_of
 from db.models import (ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED, UNFINISHED_STATES, WAITING, Task,
@@ -209,3 +209,24 @@ def mark_swept(session, workflow_id):
     """Record that an ended workflow's unfinished tasks are cancelled (not if it runs again)."""
     session.execute(update(Workflow).where(Workflow.id == workflow_id, Workflow.status != RUNNING).values(swept=True)
                     .execution_options(synchronize_session=False))
+
+
+def kept_for(cutoff):
+    """A clause on tasks: the task runs a step of a workflow still running, or that ended at or
+    after cutoff. Such a task is kept: its result is handed on, and its workflow shows it."""
+    return exists().where(WorkflowNode.id == Task.workflow_node, Workflow.id == WorkflowNode.workflow_id,
+                          or_(Workflow.finished_at.is_(None), Workflow.finished_at >= cutoff))
+
+
+def prune_ended(session, cutoff, batch=500):
+    """Delete up to batch workflows that ended before cutoff and whose tasks are gone, with their
+    steps; return how many."""
+    has_tasks = exists().where(WorkflowNode.workflow_id == Workflow.id, Task.id == WorkflowNode.task_id)
+    ids = session.scalars(select(Workflow.id).where(Workflow.finished_at < cutoff, ~has_tasks)
+                          .order_by(Workflow.finished_at).limit(batch)).all()
+    if ids:
+        session.execute(delete(WorkflowNode).where(WorkflowNode.workflow_id.in_(ids))
+                        .execution_options(synchronize_session=False))
+        session.execute(delete(Workflow).where(Workflow.id.in_(ids)).execution_options(synchronize_session=False))
+    return len(ids)
+

@@ -9,9 +9,11 @@ from sqlalchemy import event, func, insert, select, update
 
 import db
 from db import runners, stats, tasks
-from db.models import FINISHED_STATES, STATES, Task, TaskRollup, TaskTotal, utcnow
+from db.models import FINISHED_STATES, STATES, Task, TaskRollup, TaskTotal, Workflow, WorkflowNode, utcnow
 from db.reset import reset_database_and_commit
+from service.runner import enqueue, group
 from tests.conftest import wait_for
+from tests.sample_tasks import step
 
 NOW = utcnow()
 NAMES = ("alpha", "beta", "gamma")
@@ -254,3 +256,34 @@ def test_queue_depth_is_plain_numbers_on_every_database(session):
     queued, due, oldest = stats.queue_depth(session, now=NOW + dt.timedelta(seconds=1))
     assert type(queued) is int and type(due) is int and due == queued > 0
     assert oldest <= NOW
+
+
+def test_a_workflow_keeps_its_tasks_while_it_runs_and_goes_with_them_once_ended_as_long_ago(session):
+    start_rollup_at(session, NOW - dt.timedelta(days=10))
+    old = NOW - dt.timedelta(days=9)
+    ids = {}
+    for label in ("running", "ended recently", "ended long ago"):
+        ids[label], started = enqueue(session, group(step.s(value=1), step.s(value=2)))
+        session.execute(update(Task).where(Task.id.in_(started))
+                        .values(status="succeeded", created_at=old, run_after=old, finished_at=old))
+        session.execute(update(WorkflowNode).where(WorkflowNode.workflow_id == ids[label])
+                        .values(status="succeeded"))
+    session.execute(update(Workflow).where(Workflow.id == ids["ended recently"])
+                    .values(status="succeeded", finished_at=NOW - dt.timedelta(days=1)))
+    session.execute(update(Workflow).where(Workflow.id == ids["ended long ago"])
+                    .values(status="succeeded", finished_at=old))
+    session.commit()
+    roll_all(session)
+
+    def tasks_of(workflow_id):
+        return session.scalar(select(func.count()).select_from(Task).join(
+            WorkflowNode, WorkflowNode.id == Task.workflow_node).where(WorkflowNode.workflow_id == workflow_id))
+
+    assert stats.prune_workflows(session, dt.timedelta(days=7), now=NOW) == 0  # its tasks are still there
+    assert stats.prune_finished(session, dt.timedelta(days=7), now=NOW) == 2
+    assert stats.prune_workflows(session, dt.timedelta(days=7), now=NOW) == 1
+    session.commit()
+    assert [tasks_of(ids[label]) for label in ids] == [2, 2, 0]
+    assert session.scalars(select(Workflow.id).order_by(Workflow.id)).all() == [ids["running"], ids["ended recently"]]
+    assert session.scalar(select(func.count()).select_from(WorkflowNode)
+                          .where(WorkflowNode.workflow_id == ids["ended long ago"])) == 0

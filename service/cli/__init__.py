@@ -225,6 +225,13 @@ def prune(older_than):
             deleted += batch
             if batch < PRUNE_BATCH:
                 break
+        ended = 0
+        while True:
+            with session_scope() as session:
+                batch = stats.prune_workflows(session, older_than, PRUNE_BATCH)
+            ended += batch
+            if batch < PRUNE_BATCH:
+                break
         keys, after = forget_idle_limit_keys(older_than)
         while after is not None:
             forgotten, after = forget_idle_limit_keys(older_than, after)
@@ -232,7 +239,8 @@ def prune(older_than):
     margin = stats.ROLLUP_MARGIN
     kept = (f"; tasks finished in the last {span(margin.total_seconds())} stay until they are counted"
             if older_than < margin else "")
-    idle = f", and {keys} concurrency-limit keys as old with no queued or running task" if keys else ""
+    idle = f", {ended} workflows as old" if ended else ""
+    idle += f", and {keys} concurrency-limit keys as old with no queued or running task" if keys else ""
     click.echo(f"deleted {deleted} tasks finished more than {span(older_than.total_seconds())} ago{idle}{kept}")
 
 

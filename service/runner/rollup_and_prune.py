@@ -40,6 +40,11 @@ class RollupAndPrune:
                 break
         if pruned:
             log.info("retention: deleted %d tasks finished more than %gs ago", pruned, retention)
+        if retention and time.monotonic() < deadline:
+            with session_scope() as session:
+                ended = stats.prune_workflows(session, dt.timedelta(seconds=retention), PRUNE_BATCH)
+            if ended:
+                log.info("retention: deleted %d workflows ended more than %gs ago", ended, retention)
         if retention:
             # A key per user would otherwise leave a row per user forever; a whole pass
             # over the keys takes keys/PRUNE_BATCH beats.
