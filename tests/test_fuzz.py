@@ -146,3 +146,4 @@ def test_fuzzing_the_live_document_finds_no_failure_and_leaves_only_accepted_row
         except InvalidArguments as error:
             pytest.fail(f"task {stored.id} holds arguments its task refuses: {error}")
     assert task_ids and user_ids, "the fuzzer never had a request accepted"
+    assert workflow_ids, "the fuzzer never had a workflow accepted"
