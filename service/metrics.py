@@ -32,7 +32,9 @@ CANCELLED = Counter("tasks_cancelled_total", "Tasks cancelled, queued or running
 RUN_TIME = Histogram("task_run_seconds", "How long an attempt ran", ["name"], buckets=SECONDS)
 QUEUE_WAIT = Histogram("task_queue_wait_seconds", "How long a task waited between due and started",
                        ["name"], buckets=SECONDS)
-WORKFLOWS_STARTED = Counter("workflows_started_total", "Workflows submitted, and failed ones retried")
+# Every metric has labels: in multiprocess mode one without would open its file at import,
+# in gunicorn's master before the metrics directory is made.
+WORKFLOWS_STARTED = Counter("workflows_started_total", "Workflows submitted, or retried", ["how"])
 WORKFLOWS_FINISHED = Counter("workflows_finished_total", "Workflows that ended, by outcome", ["outcome"])
 WORKERS = Gauge("task_workers", "Task threads of this process, busy or idle", ["state"],
                 multiprocess_mode="liveall")

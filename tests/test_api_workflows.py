@@ -51,7 +51,7 @@ def fixed():
 
 
 def test_a_chord_from_json_answers_its_members_then_shows_every_step(client):
-    started_before = sample("workflows_started_total")
+    started_before = sample("workflows_started_total", {"how": "submitted"})
     succeeded_before = sample("workflows_finished_total", {"outcome": "succeeded"})
     answer = client.post("/api/workflows", json={"chord": {"group": [step(1), step(2), step(3)], "then": step(10)}})
     assert answer.status_code == 202
@@ -73,7 +73,7 @@ def test_a_chord_from_json_answers_its_members_then_shows_every_step(client):
     assert client.get(f"/api/tasks/{body['tasks'][0]}").get_json()["workflow"] == body["id"]
     listed = client.get("/api/tasks?name=step").get_json()
     assert {t["workflow"] for t in listed} == {body["id"]}
-    assert sample("workflows_started_total") == started_before + 1
+    assert sample("workflows_started_total", {"how": "submitted"}) == started_before + 1
     assert sample("workflows_finished_total", {"outcome": "succeeded"}) == succeeded_before + 1
 
 
@@ -169,11 +169,13 @@ def test_retry_reruns_only_what_did_not_succeed_and_goes_on(client, fixed):
 
     fixed.add(20)
     retried_before = sample("tasks_retried_total", {"name": "step"})
+    restarts_before = sample("workflows_started_total", {"how": "retried"})
     retried = client.post(f"/api/workflows/{body['id']}/retry")
     assert retried.status_code == 202, retried.get_json()
     rerun = retried.get_json()["tasks"]
     assert len(rerun) == 1  # only the failed member: the others succeeded
     assert sample("tasks_retried_total", {"name": "step"}) == retried_before + 1
+    assert sample("workflows_started_total", {"how": "retried"}) == restarts_before + 1
     done = settled(client, body["id"])
     assert done["status"] == "succeeded" and done["error"] is None and done["failed_task"] is None
     with db.session_scope() as session:

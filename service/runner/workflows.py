@@ -41,7 +41,7 @@ def submit(session, root, cancel_on_failure=True):
     [root_id] = _insert(session, workflow_id, None, [(0, planned)])
     starter = Starter(session)
     starter.activate(steps.node(session, root_id))
-    count_on_commit(session, metrics.WORKFLOWS_STARTED)
+    count_on_commit(session, metrics.WORKFLOWS_STARTED, "submitted")
     return workflow_id, starter.flush()
 
 
@@ -65,7 +65,7 @@ def retry(session, workflow_id):
     steps.reopen(session, workflow_id)
     starter = Starter(session)
     starter.activate(steps.root(session, workflow_id))
-    count_on_commit(session, metrics.WORKFLOWS_STARTED)
+    count_on_commit(session, metrics.WORKFLOWS_STARTED, "retried")
     return starter.flush()
 
 
