@@ -177,8 +177,10 @@ class Workflow(Base):
 class WorkflowNode(Base):
     """One step of a workflow's tree: a task, or a chain, group or chord of steps.
 
-    A group's `pending` counts its members not yet finished: the commit that ends a
-    member moves it (locking the row), so the commit that ends the last one knows it.
+    A group counts its members in `shards` WorkflowCounter rows (member position
+    modulo shards), so members ending together lock different rows; its own
+    `pending` counts the shards not yet at zero. The commit that takes a shard to
+    zero moves it (locking the group row), so the commit that ends the last member knows it.
     """
 
     __tablename__ = "workflow_nodes"
@@ -195,6 +197,18 @@ class WorkflowNode(Base):
     status: Mapped[str] = mapped_column(String(16), default=WAITING)
     pending: Mapped[int] = mapped_column(Integer, default=0)
     task_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    shards: Mapped[int | None] = mapped_column(Integer)  # a started group's counter rows
+
+
+class WorkflowCounter(Base):
+    """One shard of a group's count of unfinished members."""
+
+    __tablename__ = "workflow_counters"
+
+    node_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the group's step
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(Integer, index=True)
+    pending: Mapped[int] = mapped_column(Integer)
 
 
 class TaskQueue(Base):

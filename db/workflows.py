@@ -8,11 +8,11 @@ and never ends its transaction.
 """
 import typing
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import bindparam, delete, exists, or_, select, update
 
 from db.dialects import dialect_of
 from db.models import (ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED, UNFINISHED_STATES, WAITING, Task,
-                       Workflow, WorkflowNode, utcnow)
+                       Workflow, WorkflowCounter, WorkflowNode, utcnow)
 
 _nodes = WorkflowNode.__table__
 
@@ -28,11 +28,15 @@ class Node(typing.NamedTuple):
     spec: dict | None
     status: str
     task_id: int | None
+    shards: int | None
 
 
 _NODE_COLUMNS = (WorkflowNode.id, WorkflowNode.workflow_id, WorkflowNode.parent_id, WorkflowNode.position,
-                 WorkflowNode.kind, WorkflowNode.spec, WorkflowNode.status, WorkflowNode.task_id)
+                 WorkflowNode.kind, WorkflowNode.spec, WorkflowNode.status, WorkflowNode.task_id,
+                 WorkflowNode.shards)
 ON_ERROR = -1  # the position of a composite's on_error step
+SHARDS = 16  # a group's counter rows: members ending together mostly lock different ones
+_parent = WorkflowNode.__table__.alias("parent")
 
 
 def insert_workflow(session, cancel_on_failure=True):
@@ -63,6 +67,32 @@ def root(session, workflow_id):
     return Node(*row)
 
 
+# The statements every ending member runs are built once, and run on the session's connection
+# past the ORM's execute pipeline: building them per call cost more than running them.
+_n = _nodes.c
+_counters = WorkflowCounter.__table__.c
+_NODE_AND_PARENT = (select(*(_n[column.key] for column in _NODE_COLUMNS),
+                           *(_parent.c[column.key] for column in _NODE_COLUMNS))
+                    .outerjoin(_parent, _parent.c.id == _n.parent_id).where(_n.id == bindparam("node_id")))
+_MOVE = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == bindparam("from_status")).values(
+    status=bindparam("to_status"))
+_SHARD = (_counters.node_id == bindparam("group_id"), _counters.shard == bindparam("shard_no"))
+_SHARD_DOWN = update(WorkflowCounter.__table__).where(*_SHARD).values(pending=_counters.pending - 1)
+_SHARD_LEFT = select(_counters.pending).where(*_SHARD)
+_GROUP_DOWN = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == ACTIVE).values(
+    pending=_n.pending - 1)
+_GROUP_LEFT = select(_n.pending).where(_n.id == bindparam("node_id"))
+
+
+def node_and_parent(session, node_id):
+    """(the step with this id, its parent or None), in one read; (None, None) if there is no such step."""
+    row = session.connection().execute(_NODE_AND_PARENT, {"node_id": node_id}).one_or_none()
+    if row is None:
+        return None, None
+    width = len(_NODE_COLUMNS)
+    return Node(*row[:width]), (Node(*row[width:]) if row[width] is not None else None)
+
+
 def steps_of(session, parent_id):
     """A composite's steps in order (its on_error step not among them)."""
     rows = session.execute(select(*_NODE_COLUMNS).where(WorkflowNode.parent_id == parent_id,
@@ -85,24 +115,50 @@ def active_nodes_of_tasks(session, task_ids):
     return [Node(*row) for row in rows]
 
 
-def move(session, node_id, from_status, to_status, pending=None):
+def move(session, node_id, from_status, to_status):
     """Move a step from one status to another; True if this transaction did (only one can)."""
-    values = {"status": to_status} if pending is None else {"status": to_status, "pending": pending}
-    return session.execute(update(WorkflowNode).where(WorkflowNode.id == node_id,
-                                                      WorkflowNode.status == from_status)
-                           .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    params = {"node_id": node_id, "from_status": from_status, "to_status": to_status}
+    return session.connection().execute(_MOVE, params).rowcount == 1
 
 
-def member_done(session, group_id):
-    """Count one member of an active group as finished; return how many it still waits for,
-    or None if the group is no longer active. The UPDATE holds the group row until commit,
-    so members ending together take turns here and exactly one sees 0."""
-    moved = session.execute(update(WorkflowNode).where(WorkflowNode.id == group_id, WorkflowNode.status == ACTIVE)
-                            .values(pending=WorkflowNode.pending - 1)
-                            .execution_options(synchronize_session=False)).rowcount
-    if not moved:
+def start_group(session, group, positions):
+    """Start a waiting group whose members at these positions are to run (only one transaction
+    can): a counter row per non-empty shard, the group counting those shards. True if this one did."""
+    shards = min(SHARDS, len(positions)) or 1
+    counts = {}
+    for position in positions:
+        counts[position % shards] = counts.get(position % shards, 0) + 1
+    moved = session.execute(update(WorkflowNode).where(WorkflowNode.id == group.id, WorkflowNode.status == WAITING)
+                            .values(status=ACTIVE, pending=len(counts), shards=shards)
+                            .execution_options(synchronize_session=False)).rowcount == 1
+    if moved:
+        session.execute(delete(WorkflowCounter).where(WorkflowCounter.node_id == group.id)
+                        .execution_options(synchronize_session=False))  # a retried group's old count
+        if counts:
+            session.execute(WorkflowCounter.__table__.insert(),
+                            [dict(node_id=group.id, shard=shard, workflow_id=group.workflow_id, pending=n)
+                             for shard, n in sorted(counts.items())])
+    return moved
+
+
+def member_done(session, group, position):
+    """Count the member at position of an active group as finished; return 0 if it was the
+    group's last, more if not, None if the group is no longer active.
+
+    The member's shard row is held till commit, so members of one shard take turns and
+    exactly one empties it; that one counts the shard on the group's row, held likewise,
+    so exactly one commit sees the group reach zero.
+    """
+    connection = session.connection()
+    if group.shards is not None:
+        shard = {"group_id": group.id, "shard_no": position % group.shards}
+        connection.execute(_SHARD_DOWN, shard)
+        left = connection.execute(_SHARD_LEFT, shard).scalar()
+        if left != 0:
+            return left
+    if connection.execute(_GROUP_DOWN, {"node_id": group.id}).rowcount != 1:
         return None
-    return session.scalar(select(WorkflowNode.pending).where(WorkflowNode.id == group_id))
+    return connection.execute(_GROUP_LEFT, {"node_id": group.id}).scalar()
 
 
 def set_task(session, node_id, task_id):
@@ -225,6 +281,8 @@ def prune_ended(session, cutoff, batch=500):
     ids = session.scalars(select(Workflow.id).where(Workflow.finished_at < cutoff, ~has_tasks)
                           .order_by(Workflow.finished_at).limit(batch)).all()
     if ids:
+        session.execute(delete(WorkflowCounter).where(WorkflowCounter.workflow_id.in_(ids))
+                        .execution_options(synchronize_session=False))
         session.execute(delete(WorkflowNode).where(WorkflowNode.workflow_id.in_(ids))
                         .execution_options(synchronize_session=False))
         session.execute(delete(Workflow).where(Workflow.id.in_(ids)).execution_options(synchronize_session=False))

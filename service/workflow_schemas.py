@@ -1,14 +1,13 @@
 """Marshmallow schemas of workflows: the JSON tree a client sends, and what it gets back."""
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from db.models import MAX_ID
+from db.models import MAX_ID, WORKFLOW_STATES
 from db.workflow_views import STEP_STATES
 from service.runner.canvas import MAX_DEPTH, MAX_STEPS
 from service.schemas import JsonBoolean, Name, PageQuery, StrictSchema, TaskOptions, UtcDateTime
 
 COMPOSITES = ("chain", "group", "chord")
 TASK_FIELDS = ("name", "args", "delay", "priority", "max_attempts", "time_limit")
-WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
 
 
 def _steps(**kwargs):

@@ -185,7 +185,7 @@ def test_a_1000_member_chord_calls_back_once_while_workers_are_killed(shared_db,
 
     alive = [start(0), start(1)]
     processes.extend(alive)
-    members = [step.s(value=n, seconds=0.005).set(max_attempts=10) for n in range(1000)]
+    members = [step.s(value=n, seconds=0.03).set(max_attempts=10) for n in range(1000)]  # long enough for kills
     workflow_id, _ = submit(chord(members, step.s(value=-1).set(max_attempts=10)))
     kills = 0
     deadline = time.monotonic() + 240

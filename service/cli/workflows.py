@@ -5,13 +5,13 @@ import click
 
 from db import session_scope, workflow_views
 from db import workflows as steps
-from db.models import MAX_ID
+from db.models import MAX_ID, WORKFLOW_STATES
 from service.cli import main
 from service.cli.database import connected
 from service.cli.errors import CommandError
 from service.cli.text import brief, stamp, table, to_json
 from service.runner import QueueFull, workflows
-from service.workflow_schemas import WORKFLOW_STATES, WorkflowOut, WorkflowSummary
+from service.workflow_schemas import WorkflowOut, WorkflowSummary
 
 
 @main.group("workflow")

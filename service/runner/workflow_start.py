@@ -29,7 +29,7 @@ class Starter:
             return
         if node.kind == "group":
             members = [member for member in steps.steps_of(session, node.id) if member.status != SUCCEEDED]
-            if not steps.move(session, node.id, WAITING, ACTIVE, pending=len(members)):
+            if not steps.start_group(session, node, [member.position for member in members]):
                 return
             for member in members:
                 self.activate(member, results)

@@ -90,16 +90,17 @@ def retried_with(session, task):
     return node.workflow_id if node is not None and node.position != steps.ON_ERROR else None
 
 
-def task_ended(session, node_id, task_id):
-    """In the transaction that ended task_id, settle the step it ran and what that moves."""
-    node = steps.node(session, node_id)
+def task_ended(session, node_id, task_id, ending=None):
+    """In the transaction that ended task_id, settle the step it ran and what that moves.
+    ending: the task's (status, error, name) if the caller knows them (else they are read)."""
+    node, parent = steps.node_and_parent(session, node_id)
     if node is None or node.status != ACTIVE or node.task_id != task_id:
         return
-    status, error, name = steps.task_ending(session, task_id)
+    status, error, name = ending or steps.task_ending(session, task_id)
     if status not in FINISHED_STATES or not steps.move(session, node.id, ACTIVE, status):
         return
     starter = Starter(session)
-    _settled(session, starter, node, status, {"task_id": task_id, "name": name, "error": error})
+    _settled(session, starter, node, status, {"task_id": task_id, "name": name, "error": error}, parent)
     starter.flush()
 
 
@@ -109,8 +110,8 @@ def tasks_ended(session, task_ids):
         task_ended(session, node.id, node.task_id)
 
 
-def _settled(session, starter, node, status, failure):
-    """A step has ended with status: move its parent on."""
+def _settled(session, starter, node, status, failure, parent=None):
+    """A step has ended with status: move its parent on (parent: read already, or None)."""
     if node.position == steps.ON_ERROR:
         return  # an error callback's end settles nothing
     if node.parent_id is None:
@@ -121,7 +122,7 @@ def _settled(session, starter, node, status, failure):
             if status != SUCCEEDED:
                 session.info.setdefault(TO_SWEEP, set()).add(node.workflow_id)
         return
-    parent = steps.node(session, node.parent_id)
+    parent = parent or steps.node(session, node.parent_id)
     if status != SUCCEEDED:
         if steps.move(session, parent.id, ACTIVE, status):
             if status == FAILED:
@@ -131,7 +132,7 @@ def _settled(session, starter, node, status, failure):
             _settled(session, starter, parent, status, failure)
         return
     if parent.kind == "group":
-        if steps.member_done(session, parent.id) == 0 and steps.move(session, parent.id, ACTIVE, SUCCEEDED):
+        if steps.member_done(session, parent, node.position) == 0 and steps.move(session, parent.id, ACTIVE, SUCCEEDED):
             _settled(session, starter, parent, SUCCEEDED, None)
         return
     following = steps.step_at(session, parent.id, node.position + 1)
