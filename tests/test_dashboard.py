@@ -302,3 +302,86 @@ def test_the_task_list_fits_a_phone_and_a_desktop(server, new_page, migrated_db)
         assert page.evaluate("document.scrollingElement.scrollWidth") <= width
         assert page.locator('[data-action="retry"]').first.is_visible()
         screenshot(page, name)
+
+
+@pytest.fixture
+def step_server(migrated_db, tmp_path):
+    """A server that also runs the tests' tasks (the workflow step task among them)."""
+    server = Server(migrated_db, tmp_path / "steps.log", TASK_MODULES="tests.sample_tasks", **FAST).start()
+    yield server
+    server.stop()
+
+
+def step(value, **args):
+    return {"name": "step", "args": {"value": value, **args}}
+
+
+def submit_workflow(server, tree):
+    status, _, body = server.request("POST", "/api/workflows", tree)
+    assert status == 202, body
+    return body
+
+
+def step_statuses(page):
+    """{path: status} of every step the workflow page draws, read at once (the part re-renders)."""
+    return dict(page.eval_on_selector_all("#tree li.step", """elements => elements.map(
+        element => [element.dataset.path, element.dataset.status])"""))
+
+
+def test_a_workflows_tree_renders_and_follows_it_live_to_succeeded(step_server, page):
+    server = step_server
+    workflow = submit_workflow(server, {"chain": [step(1, seconds=1.5), {"group": [step(2, seconds=0.5), step(3)]},
+                                                  step(4)]})
+    page.goto(server.base + "/dashboard/workflows")
+    page.click(f'tr[data-workflow-id="{workflow["id"]}"] a')
+    page.wait_for_url(f"**/dashboard/workflows/{workflow['id']}")
+    page.evaluate("window.stillTheSamePage = true")
+    seen = []
+
+    def succeeded():
+        statuses = step_statuses(page)
+        seen.append(statuses)
+        return page.inner_text("#workflow-status") == "succeeded" and set(statuses.values()) == {"succeeded"}
+
+    wait_for(succeeded, timeout=30, interval=0.05, message="the page to show every step succeeded")
+    assert page.evaluate("window.stillTheSamePage") is True  # updated live, not reloaded
+    assert list(seen[-1]) == ["chain", "chain[0]", "chain[1]", "chain[1][0]", "chain[1][1]", "chain[2]"]
+    assert seen[0]["chain[0]"] == "active" and seen[0]["chain[2]"] == "waiting"  # drawn before it ended
+    assert page.inner_text("#workflow .step-counts") == "4 of 4 succeeded"
+    links = page.eval_on_selector_all("#tree a.task-link", "elements => elements.map(e => e.textContent)")
+    assert len(links) == 4
+    # 4 + (2 + 1) + (3 + 1): each member of the group got step 1's result
+    assert page.inner_text('#tree li[data-path="chain[2]"] .result') == "→ 11"
+    screenshot(page, "workflow-succeeded")
+
+
+def test_cancel_and_retry_a_workflow_from_its_page_which_says_when_it_cannot(step_server, page):
+    server = step_server
+    workflow = submit_workflow(server, {"chain": [step(1, seconds=60), step(2)]})
+    page.goto(f"{server.base}/dashboard/workflows/{workflow['id']}")
+    first = page.get_attribute('#tree li[data-path="chain[0]"] a.task-link', "href")
+    page.click('form[data-workflow-action="cancel"] button')
+    wait_for(lambda: page.inner_text("#notice") == f"Workflow {workflow['id']} cancelled.", message="the notice")
+    wait_for(lambda: page.query_selector("#workflow [data-final]"), message="its running task to stop")
+    assert page.inner_text("#workflow-status") == "cancelled"
+    assert step_statuses(page) == {"chain": "cancelled", "chain[0]": "cancelled", "chain[1]": "waiting"}
+    page.click('form[data-workflow-action="retry"] button')
+    wait_for(lambda: "runs again: 1 task started" in page.inner_text("#notice"), message="the retry notice")
+    # The ended page had stopped polling; running again, it polls again (the cancel below shows it).
+    wait_for(lambda: page.get_attribute('#tree li[data-path="chain[0]"] a.task-link', "href") not in (None, first),
+             message="the step's new task")
+    assert page.inner_text("#workflow-status") == "running"
+    screenshot(page, "workflow-running-again")
+    assert server.request("POST", f"/api/workflows/{workflow['id']}/cancel")[0] == 200  # not from this page
+    wait_for(lambda: page.inner_text("#workflow-status") == "cancelled", message="the page to follow it")
+
+    refused = submit_workflow(server, {"group": [step(5, fail=True), step(6, seconds=60)],
+                                       "cancel_on_failure": False})
+    page.goto(f"{server.base}/dashboard/workflows/{refused['id']}")
+    wait_for(lambda: page.inner_text("#workflow-status") == "failed", message="the workflow to fail")
+    page.click('form[data-workflow-action="retry"] button')
+    notice = page.locator("#notice.error")
+    notice.wait_for()
+    assert notice.inner_text() == (f"Could not retry workflow {refused['id']}: workflow {refused['id']} still has 1 "
+                                   f"unfinished task(s) ({refused['tasks'][1]}); retry it once they have stopped")
+    screenshot(page, "workflow-retry-refused")

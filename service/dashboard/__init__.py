@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from markupsafe import Markup
 from marshmallow import ValidationError
 
-from db import Session, queues, stats, tasks
+from db import Session, queues, stats, tasks, workflow_views
 from db.models import FINISHED_STATES, RUNNING, STATES, utcnow
 from service import auth
 from service.runner import registry
@@ -72,17 +72,22 @@ def overview():
 @blp.route("/tasks")
 def task_list():
     """Tasks by status and name, newest first, a page at a time."""
+    return list_page("tasks.html", TaskQuery(), tasks.list_tasks, names=registry.names(), states=STATES)
+
+
+def list_page(template, schema, list_rows, **context):
+    """A list page: the filters schema reads from the query string, and one page of
+    list_rows(Session, limit, offset, **filters); a bad filter is a 422 page that says why."""
     filters = {key: value for key, value in request.args.items() if key != "part" and value}
-    context = dict(names=registry.names(), states=STATES, now=utcnow())
+    context["now"] = utcnow()
     try:
-        query = TaskQuery().load({**filters, "page_size": PAGE_SIZE})
+        query = schema.load({**filters, "page_size": PAGE_SIZE})
     except ValidationError as error:
-        return page("tasks.html", items=[], total=0, query=filters, pages=0, error=error.messages,
-                    **context), 422
+        return page(template, items=[], total=0, query=filters, pages=0, error=error.messages, **context), 422
     page_number = query.pop("page")
     query.pop("page_size")
-    items, total = tasks.list_tasks(Session, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, **query)
-    return page("tasks.html", items=items, total=total, query={**query, "page": page_number},
+    items, total = list_rows(Session, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, **query)
+    return page(template, items=items, total=total, query={**query, "page": page_number},
                 pages=max(1, -(-total // PAGE_SIZE)), error=None, **context)
 
 
@@ -91,6 +96,8 @@ def task_detail(task_id):
     """One task: arguments, result, error and traceback, attempts, owner and timings."""
     task = tasks.get_task(Session, task_id)
     status = 200 if task is not None else 404
+    if task is not None:
+        workflow_views.with_workflows(Session, [task])  # task.workflow: the workflow it is a step of
     return page("task.html", task=task, task_id=task_id, timings=timings(task),
                 now=utcnow()), status
 
@@ -254,3 +261,7 @@ def safe_next(target):
     if target and target.startswith("/dashboard") and not target.startswith("//"):
         return target
     return url_for("dashboard.overview")
+
+
+# The workflow pages register their views on blp (imported last: they use what is above).
+from service.dashboard import workflows  # noqa: E402, F401

@@ -44,9 +44,15 @@ function localizeTimes(root) {
 // Live parts: each [data-live] element re-renders from its URL every data-every ms.
 const refreshers = [];
 
-// A part that renders [data-final] (a finished task) stops polling.
+// A part that renders [data-final] (a finished task, an ended workflow) stops polling; one
+// that runs again (a retried workflow, refreshed after its Retry) starts polling again.
 function startLive(element) {
-  let busy = false;
+  let busy = false, timer = null;
+  const poll = () => {
+    const final = element.querySelector("[data-final]") !== null;
+    if (final && timer !== null) { clearInterval(timer); timer = null; }
+    if (!final && timer === null) timer = setInterval(refresh, Number(element.dataset.every || 1000));
+  };
   const refresh = () => {
     if (busy) return Promise.resolve();
     busy = true;
@@ -59,13 +65,13 @@ function startLive(element) {
         if (html === null) return;
         element.innerHTML = html;
         localizeTimes(element);  // before the next paint: no flash of UTC
-        if (element.querySelector("[data-final]")) clearInterval(timer);
+        poll();
       })
       .catch(() => { /* the server is restarting: try again on the next tick */ })
       .finally(() => { busy = false; });
   };
   refreshers.push(refresh);
-  const timer = setInterval(refresh, Number(element.dataset.every || 1000));
+  poll();
 }
 
 const refreshAll = () => Promise.all(refreshers.map((refresh) => refresh()));
@@ -89,6 +95,22 @@ async function taskAction(button) {
       : answer.status === 202 ? `Task ${id} was asked to stop.` : `Task ${id} cancelled.`);
   } else {
     notice(`Could not ${action} task ${id}: ${answer.data ? answer.data.message : answer.status}`, true);
+  }
+  await refreshAll();
+}
+
+// A workflow's Cancel and Retry are forms posting to the API; sent from here, the page stays.
+async function workflowAction(form) {
+  const id = form.dataset.workflow, action = form.dataset.workflowAction;
+  form.querySelector("button").disabled = true;
+  const answer = await api("POST", form.getAttribute("action"));
+  if (answer.ok && action === "retry") {
+    const started = answer.data.tasks.length;
+    notice(`Workflow ${id} runs again: ${started} task${started === 1 ? "" : "s"} started.`);
+  } else if (answer.ok) {
+    notice(`Workflow ${id} cancelled.`);
+  } else {
+    notice(`Could not ${action} workflow ${id}: ${answer.data ? answer.data.message : answer.status}`, true);
   }
   await refreshAll();
 }
@@ -177,6 +199,10 @@ document.addEventListener("DOMContentLoaded", () => {
     if (queue) { queueAction(queue); return; }
     const bulk = event.target.closest("[data-bulk]");
     if (bulk) bulkAction(bulk);
+  });
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest("form[data-workflow-action]");
+    if (form) { event.preventDefault(); workflowAction(form); }
   });
   const form = document.getElementById("submit-task");
   if (form) form.addEventListener("submit", submitTask);
