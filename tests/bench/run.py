@@ -20,7 +20,7 @@ import db
 from db import users
 from db.models import SUCCEEDED, UNFINISHED_STATES, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench import article, celery_race, wakeup, watch
+from tests.bench import article, celery_race, wakeup, watch, workflow
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -212,7 +212,7 @@ def bench_overhead(server, total):
             "p99_ms": round(sorted(total_ms)[int(len(total_ms) * 0.99) - 1], 2)}
 
 
-SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard")  # one database and server for these
+SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard", "workflow")  # one database and server for these
 PARTS = SERVED + ("wakeup", "big", "article")  # wakeup, big and article run their own processes
 
 
@@ -232,6 +232,8 @@ def run_served(kind, parts, scale):
             "overhead": lambda: bench_overhead(server, 2000 // scale),
             "dashboard": lambda: watch.bench_dashboard(server, pids, 5000 // scale, queue_directly,
                                                        wait_drained, reset),
+            "workflow": lambda: workflow.bench_workflow(server, url, pathlib.Path(ROOT, "var", "bench"), reset,
+                                                        queue_directly, wait_drained, 1000 // scale),
         }
         return {part: runs[part]() for part in SERVED if part in parts}
     finally:
@@ -342,6 +344,8 @@ def report(r):
         rows += watch.report_rows(r["dashboard"])
     if "wakeup" in r:
         rows += wakeup.report_rows(r["wakeup"])
+    if "workflow" in r:
+        rows += workflow.report_rows(r["workflow"])
     if "big" in r:
         rows += report_rows(r["big"])
     if "article" in r:
