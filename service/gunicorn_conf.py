@@ -129,13 +129,13 @@ def _wake_path(slot):
 
 def _connect_roles(worker):
     """Task processes hear of tasks a web process queued at once, not at their next poll."""
-    from service.runner import submit, wakeup
+    from service.runner import task_rows, wakeup
 
     if worker.task_slot is not None:
         executor = _executor(worker)
         worker.wake_listener = wakeup.Listener(_wake_path(worker.task_slot), executor.wake)
     else:
-        submit.on_commit(wakeup.Announcer(_wake_path(slot) for slot in range(TASK_PROCESSES)))
+        task_rows.on_commit(wakeup.Announcer(_wake_path(slot) for slot in range(TASK_PROCESSES)))
 
 
 def _executor(worker):

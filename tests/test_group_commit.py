@@ -9,7 +9,7 @@ from sqlalchemy import event, select, text
 import db
 from db.models import Task
 from db.session import session_factory
-from service.runner import group_commit, submit
+from service.runner import group_commit, task_rows
 from service.runner.registry import UnknownTask
 from tests.conftest import backend, count_rows, wait_for
 
@@ -31,9 +31,9 @@ def heard():
     """What the after-commit listener heard."""
     added = []
     listener = added.append
-    submit.on_commit(listener)
+    task_rows.on_commit(listener)
     yield added
-    submit.remove_listener(listener)
+    task_rows.remove_listener(listener)
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_lone_submit_commits_at_once_and_is_announced(session, commits, heard)
         row = other.get(Task, task.id)
         assert (row.name, row.args, row.status, row.priority) == ("create_user", user_args(1), "queued", 3)
     assert [[(added.id, added.name) for added in batch] for batch in heard] == [[(task.id, "create_user")]]
-    assert not session.info.get(submit.PENDING)  # the caller's own transaction holds nothing of it
+    assert not session.info.get(task_rows.PENDING)  # the caller's own transaction holds nothing of it
 
 
 def test_submits_that_arrive_while_a_group_writes_commit_together_in_one_transaction(
@@ -240,12 +240,12 @@ def test_an_error_at_the_commit_reaches_the_whole_group_and_nothing_is_written_t
         database, monkeypatch):
     group = group_commit.Group()
     inserts = []
-    insert_rows = submit.insert_rows
-    monkeypatch.setattr(submit, "insert_rows", lambda session, rows: (inserts.append(len(rows)),
+    insert_rows = task_rows.insert_rows
+    monkeypatch.setattr(task_rows, "insert_rows", lambda session, rows: (inserts.append(len(rows)),
                                                                  insert_rows(session, rows))[1])
 
     def commit_fails(session):
-        if session.info.get(submit.PENDING):
+        if session.info.get(task_rows.PENDING):
             raise RuntimeError("the commit failed")
     event.listen(session_factory, "before_commit", commit_fails)
     try:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db import session_scope, tasks, users
 from db.models import Task, User
-from service.runner import submit
+from service.runner import submit, task_rows
 from tests.conftest import ROOT, count_rows, wait_for
 
 
@@ -23,9 +23,9 @@ def told():
             visible = [other.get(Task, task.id) is not None for task in added]
         heard.append((added, visible))
 
-    submit.on_commit(listener)
+    task_rows.on_commit(listener)
     yield heard
-    submit.remove_listener(listener)
+    task_rows.remove_listener(listener)
 
 
 def test_tasks_commit_with_the_callers_writes_and_are_announced_after(session, told):
@@ -130,7 +130,7 @@ def test_one_transaction_cannot_queue_past_the_bound(session):
     submit.configure(3)
     for _ in range(3):
         submit.enqueue(session, "noop", {})
-    with pytest.raises(submit.QueueFull):
+    with pytest.raises(task_rows.QueueFull):
         submit.enqueue(session, "noop", {})  # three are pending in this very transaction
     session.rollback()
     assert count_rows(Task) == 0

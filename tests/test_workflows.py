@@ -132,6 +132,19 @@ def test_a_rolled_back_submit_leaves_no_row(database):
     assert (count_rows(Workflow), count_rows(WorkflowNode), count_rows(Task)) == (0, 0, 0)
 
 
+def test_a_workflow_is_refused_past_the_configured_backlog_bound_with_nothing_written(database):
+    from service.runner import QueueFull
+    from service.runner import submit as submitting
+
+    submitting.configure(5)  # as TASK_MAX_QUEUED=5 does at start-up
+    with pytest.raises(QueueFull):  # it would start six tasks at once
+        submit(group(step.s(value=n) for n in range(6)))
+    submit(group(step.s(value=n) for n in range(5)))  # five fit
+    with pytest.raises(QueueFull):  # the queue is full now
+        submit(chain(step.s(value=1), step.s(value=2)))
+    assert count_rows(Task) == 5 and count_rows(Workflow) == 1
+
+
 @pytest.mark.parametrize("root, path", [
     (chord([step.s(value=1), step.s(value="x")], step.s()), "chord.group[1]"),
     (chain(step.s(), group()), "chain[1]"),

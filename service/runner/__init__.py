@@ -3,7 +3,8 @@ from db.keys import KeyReused
 from service.runner.canvas import InvalidWorkflow, chain, chord, group, signature
 from service.runner.config import RunnerConfig
 from service.runner.context import RetryTask, TaskCancelled, TaskContext, TimeLimitExceeded
-from service.runner.submit import QueueFull, enqueue
+from service.runner.submit import enqueue
+from service.runner.task_rows import QueueFull
 from service.runner.executor import Executor
 from service.runner.registry import InvalidArguments, UnknownTask, registry, task
 

@@ -8,7 +8,8 @@ attempt keeps its error and traceback and can be retried only once.
 from db import bulk, tasks
 from service import metrics
 from service.runner import workflows
-from service.runner.submit import QueueFull, check_task, insert_allowed
+from service.runner.submit import check_task, insert_allowed
+from service.runner.task_rows import QueueFull
 from service.runner.registry import InvalidArguments, UnknownTask
 
 CHUNK = 200  # tasks changed per transaction in a bulk action, so no lock is held for long

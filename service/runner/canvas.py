@@ -11,7 +11,7 @@ chord's is its last step's.
 """
 import dataclasses
 
-from service.runner.registry import InvalidArguments, check_priority, registry
+from service.runner.registry import InvalidArguments, Signature, check_priority, registry
 
 MAX_STEPS = 10_000  # task steps in one workflow
 MAX_DEPTH = 32  # composites nested in one another
@@ -25,19 +25,6 @@ class InvalidWorkflow(ValueError):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
-
-
-@dataclasses.dataclass(frozen=True)
-class Signature:
-    """A task step: a registered task's name, its arguments and its submit options."""
-
-    name: str
-    args: dict = dataclasses.field(default_factory=dict)
-    options: dict = dataclasses.field(default_factory=dict)
-
-    def set(self, **options):
-        """The same step with these submit options (delay, priority, max_attempts, time_limit)."""
-        return dataclasses.replace(self, options={**self.options, **options})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +89,14 @@ class Planned:
     spec: dict | None = None
     steps: list = dataclasses.field(default_factory=list)
     on_error: "Planned | None" = None
+
+    def starting(self):
+        """How many tasks start when this step does."""
+        if self.kind == "task":
+            return 1
+        if self.kind == "group":
+            return sum(step.starting() for step in self.steps)
+        return self.steps[0].starting()  # a chain's first step, a chord's group
 
 
 def plan(root):

@@ -20,7 +20,7 @@ from kombu.transport import redis as kombu_redis
 
 from db import publishing, session_scope
 from db.models import DEFAULT_QUEUE, utcnow
-from service.runner import submit
+from service.runner import task_rows
 from service.runner.executor import Executor
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class CeleryExecutor(Executor):
                 return
             self._pid = os.getpid()
             self.owner = f"{socket.gethostname()}:{os.getpid()}:publisher"
-            submit.on_commit(publish_committed)
+            task_rows.on_commit(publish_committed)
 
     def ensure_started(self):
         if self._pid != os.getpid():
@@ -128,7 +128,7 @@ class CeleryExecutor(Executor):
         return self._pid == os.getpid()
 
     def stop(self, grace=None):
-        submit.remove_listener(publish_committed)
+        task_rows.remove_listener(publish_committed)
         self._pid = None
 
     def problems(self):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db.session import session_factory
 from db.dialects import is_transient
-from service.runner import submit
+from service.runner import submit, task_rows
 
 
 class _Waiting:
@@ -56,7 +56,7 @@ class Group:
         is written; another submit's bad row never fails this one.
         """
         spec, stored_args = submit.check_task(session, name, args)
-        me = _Waiting(submit.task_row(spec, stored_args, delay, run_at, max_attempts, time_limit,
+        me = _Waiting(task_rows.task_row(spec, stored_args, delay, run_at, max_attempts, time_limit,
                                       priority=priority), self._wake_event())
         with self._lock:
             self._line.append(me)
@@ -147,7 +147,7 @@ def _insert(rows):
     session = session_factory()
     try:
         try:
-            written = submit.insert_rows(session, rows)
+            written = task_rows.insert_rows(session, rows)
         except DBAPIError as error:
             if is_transient(error):
                 raise

@@ -4,7 +4,7 @@ Its owner id (host:pid:random, new at each start, so a forked child never
 passes for its parent), the attempts it holds (claimed, running or about to),
 their upkeep (service.runner.upkeep), the announcement it makes after each
 commit that queued tasks (a local wake-up, a datagram to other processes, a
-Celery publish: one submit.on_commit listener), and giving back what it holds
+Celery publish: one task_rows.on_commit listener), and giving back what it holds
 when it stops. The thread pool (service.runner.threads) and the Celery worker
 (service.celery_worker) each keep one per process.
 """
@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from service.runner import outcomes, submit
+from service.runner import outcomes, task_rows
 from service.runner.upkeep import Upkeep
 
 
@@ -35,7 +35,7 @@ class RunnerProcess:
         self._announce = announce  # called with [Enqueued] after each commit that queued tasks
         self.upkeep = Upkeep(self.owner, config, self.held)
         self._next_tick = self._next_beat = 0.0
-        submit.on_commit(announce)
+        task_rows.on_commit(announce)
 
     def held(self):
         """The attempts this process holds now."""
@@ -85,5 +85,5 @@ class RunnerProcess:
 
     def close(self):
         """No more announcements; the runners table forgets this process."""
-        submit.remove_listener(self._announce)
+        task_rows.remove_listener(self._announce)
         self.upkeep.forget()

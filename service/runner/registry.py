@@ -112,7 +112,7 @@ class TaskRegistry:
                 spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
             self._specs[name] = spec
             self._limited = self._limited or concurrency is not None
-            fn.s = lambda **args: _signature(name, args)  # a workflow step: fn.s(**args)
+            fn.s = lambda **args: Signature(name, args)  # a workflow step: fn.s(**args)
             return fn
 
         return register
@@ -141,10 +141,17 @@ class TaskRegistry:
         return sorted({spec.queue for spec in self._specs.values()} | {DEFAULT_QUEUE} | set(served or ()))
 
 
-def _signature(name, args):
-    from service.runner.canvas import Signature  # canvas checks steps against this registry
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A task step: a registered task's name, its arguments and its submit options."""
 
-    return Signature(name, args)
+    name: str
+    args: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def set(self, **options):
+        """The same step with these submit options (delay, priority, max_attempts, time_limit)."""
+        return dataclasses.replace(self, options={**self.options, **options})
 
 
 LIMIT_KEY_LENGTH = 200  # tasks.limit_key

@@ -11,7 +11,7 @@ import logging
 
 from db import schedules, session_scope
 from db.models import utcnow
-from service.runner import submit
+from service.runner import submit, task_rows
 from service.runner.registry import registry
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Scheduler:
                 schedules.start(session, spec.name, slot)
             task = None
             if schedules.take_slot(session, spec.name, slot):
-                submit.backlog.check(session)  # QueueFull: the slot stays free, tried again
+                task_rows.backlog.check(session)  # QueueFull: the slot stays free, tried again
                 task = submit.insert_allowed(session, spec, spec.schedule.args, due=slot)  # wakes runners
                 schedules.set_task(session, spec.name, task.id)
         self._taken[spec.name] = slot

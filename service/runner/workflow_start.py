@@ -3,14 +3,7 @@ from db import bulk
 from db import workflows as steps
 from db.models import ACTIVE, SUCCEEDED, WAITING
 from service.runner.registry import registry
-from service.runner.submit import insert_rows, task_row
-
-TO_COUNT = "service.workflow_counts"  # session.info: (counter, labels) to count once the transaction commits
-
-
-def count_on_commit(session, counter, *labels):
-    """Count in counter once this transaction commits (a rolled-back one counts nothing)."""
-    session.info.setdefault(TO_COUNT, []).append((counter, labels))
+from service.runner.task_rows import insert_rows, task_row
 
 
 class Starter:

@@ -19,13 +19,13 @@ from db import workflows as steps
 from db.models import ACTIVE, CANCELLED, FAILED, FINISHED_STATES, SUCCEEDED
 from db.session import session_factory
 from service import metrics
-from service.runner import canvas
-from service.runner.submit import backlog
-from service.runner.workflow_start import TO_COUNT, Starter, count_on_commit, handed_on, result_of
+from service.runner import canvas, task_rows
+from service.runner.workflow_start import Starter, handed_on, result_of
 
 log = logging.getLogger(__name__)
 
 TO_SWEEP = "service.workflows_to_sweep"  # session.info: workflows this transaction failed or cancelled
+TO_COUNT = "service.workflow_counts"  # session.info: (counter, labels) to count once the transaction commits
 
 
 class NotRetryable(ValueError):
@@ -36,7 +36,7 @@ def submit(session, root, cancel_on_failure=True):
     """Check a chain, group or chord and add it to the session's transaction (not committed);
     return (workflow id, ids of the tasks it starts with). Nothing is written if it is invalid."""
     planned = canvas.plan(root)
-    backlog.check(session)
+    task_rows.backlog.check(session, adding=planned.starting())
     workflow_id = steps.insert_workflow(session, cancel_on_failure)
     [root_id] = _insert(session, workflow_id, None, [(0, planned)])
     starter = Starter(session)
@@ -59,7 +59,7 @@ def retry(session, workflow_id):
         shown = ", ".join(map(str, unfinished[:5])) + (", ..." if len(unfinished) > 5 else "")
         raise NotRetryable(f"workflow {workflow_id} still has {len(unfinished)} unfinished task(s) ({shown}); "
                            "retry it once they have stopped")
-    backlog.check(session)
+    task_rows.backlog.check(session)
     if not steps.restart(session, workflow_id):  # another request retried it meanwhile
         raise NotRetryable(f"workflow {workflow_id} was retried already")
     steps.reopen(session, workflow_id)
@@ -67,6 +67,11 @@ def retry(session, workflow_id):
     starter.activate(steps.root(session, workflow_id))
     count_on_commit(session, metrics.WORKFLOWS_STARTED, "retried")
     return starter.flush()
+
+
+def count_on_commit(session, counter, *labels):
+    """Count in counter once this transaction commits (a rolled-back one counts nothing)."""
+    session.info.setdefault(TO_COUNT, []).append((counter, labels))
 
 
 def _insert(session, workflow_id, parent_id, placed):
