@@ -14,7 +14,7 @@ from db import session_scope, stats, tasks, workflow_views
 from db.models import MAX_ID, STATES, utcnow
 from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
-from service.cli.text import brief, span, stamp, stats_lines, table, task_lines, timings, to_json
+from service.cli.text import brief, echo_page, span, stamp, stats_lines, task_lines, timings, to_json
 from service.config import parse_duration
 from service.runner import InvalidArguments, KeyReused, QueueFull, UnknownTask, actions, registry
 from service.runner.rollup_and_prune import PRUNE_BATCH, forget_idle_limit_keys
@@ -105,17 +105,10 @@ def list_command(status, name, page, page_size, as_json):
         with session_scope() as session:
             found, total = tasks.list_tasks(session, page_size, (page - 1) * page_size, status, name)
             workflow_views.with_workflows(session, found)
-    if as_json:
-        click.echo(to_json({"tasks": TaskOut(many=True).dump(found), "total": total,
-                            "page": page, "page_size": page_size}))
-        return
-    if found:
-        click.echo("\n".join(table(
-            ["ID", "NAME", "STATUS", "ATTEMPTS", "PROGRESS", "CREATED", "NOTE"],
-            [[t.id, t.name, t.status, f"{t.attempts}/{t.max_attempts}", f"{t.progress}%",
-              stamp(t.created_at), brief(t.error or t.message)] for t in found])))
-    pages = max(1, -(-total // page_size))
-    click.echo(f"{total} tasks" + (f", page {page} of {pages}" if total else ""))
+    echo_page("tasks", found, total, page, page_size, as_json, TaskOut(many=True).dump,
+              ["ID", "NAME", "STATUS", "ATTEMPTS", "PROGRESS", "CREATED", "NOTE"],
+              lambda t: [t.id, t.name, t.status, f"{t.attempts}/{t.max_attempts}", f"{t.progress}%",
+                         stamp(t.created_at), brief(t.error or t.message)])
 
 
 @main.command()
@@ -212,26 +205,14 @@ class Duration(click.ParamType):
               help="Delete tasks finished longer ago than this (90s, 15m, 12h, 7d, 2w).")
 def prune(older_than):
     """Delete finished tasks (keeping every count exact) and idle limit keys; print how many went."""
-    deleted = 0
     with connected():
         # Only rolled-up tasks can go (their counts leave the totals with them).
         while True:
             with session_scope() as session:
                 if not stats.roll_up(session):
                     break
-        while True:
-            with session_scope() as session:
-                batch = stats.prune_finished(session, older_than, PRUNE_BATCH)
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                break
-        ended = 0
-        while True:
-            with session_scope() as session:
-                batch = stats.prune_workflows(session, older_than, PRUNE_BATCH)
-            ended += batch
-            if batch < PRUNE_BATCH:
-                break
+        deleted = in_batches(stats.prune_finished, older_than)
+        ended = in_batches(stats.prune_workflows, older_than)
         keys, after = forget_idle_limit_keys(older_than)
         while after is not None:
             forgotten, after = forget_idle_limit_keys(older_than, after)
@@ -242,6 +223,17 @@ def prune(older_than):
     idle = f", {ended} workflows as old" if ended else ""
     idle += f", and {keys} concurrency-limit keys as old with no queued or running task" if keys else ""
     click.echo(f"deleted {deleted} tasks finished more than {span(older_than.total_seconds())} ago{idle}{kept}")
+
+
+def in_batches(prune_batch, older_than):
+    """Call prune_batch(session, older_than, PRUNE_BATCH), each batch committed, until one is short; the total."""
+    total = 0
+    while True:
+        with session_scope() as session:
+            batch = prune_batch(session, older_than, PRUNE_BATCH)
+        total += batch
+        if batch < PRUNE_BATCH:
+            return total
 
 
 @main.command("stats")

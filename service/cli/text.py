@@ -2,6 +2,8 @@
 import datetime as dt
 import json
 
+import click
+
 from db.models import FINISHED_STATES, QUEUED, RESERVED, RUNNING, STATES
 
 
@@ -120,3 +122,15 @@ def stats_lines(overview):
                          f"{span((now - r['heartbeat_at']).total_seconds())} ago",
                          "LOST" if r["lost"] else "alive"] for r in runners])
     return lines
+
+
+def echo_page(noun, found, total, page, page_size, as_json, dump, headers, row):
+    """One page of a listing: JSON ({noun: dump(found), total, page, page_size}), or a table of
+    row(each) under headers and a line of how many match."""
+    if as_json:
+        click.echo(to_json({noun: dump(found), "total": total, "page": page, "page_size": page_size}))
+        return
+    if found:
+        click.echo("\n".join(table(headers, [row(each) for each in found])))
+    pages = max(1, -(-total // page_size))
+    click.echo(f"{total} {noun}" + (f", page {page} of {pages}" if total else ""))

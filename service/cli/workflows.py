@@ -9,7 +9,7 @@ from db.models import MAX_ID, WORKFLOW_STATES
 from service.cli import main
 from service.cli.database import connected
 from service.cli.errors import CommandError
-from service.cli.text import brief, stamp, table, to_json
+from service.cli.text import brief, echo_page, stamp, to_json
 from service.runner import QueueFull, workflows
 from service.workflow_schemas import WorkflowOut, WorkflowSummary
 
@@ -29,17 +29,10 @@ def list_workflows(status, page, page_size, as_json):
     with connected():
         with session_scope() as session:
             found, total = workflow_views.list_workflows(session, page_size, (page - 1) * page_size, status)
-    if as_json:
-        click.echo(to_json({"workflows": WorkflowSummary(many=True).dump(found), "total": total,
-                            "page": page, "page_size": page_size}))
-        return
-    if found:
-        click.echo("\n".join(table(
-            ["ID", "STATUS", "STEPS", "CREATED", "FINISHED", "ERROR"],
-            [[w["id"], w["status"], step_counts(w["steps"]), stamp(w["created_at"]), stamp(w["finished_at"]),
-              brief(w["error"])] for w in found])))
-    pages = max(1, -(-total // page_size))
-    click.echo(f"{total} workflows" + (f", page {page} of {pages}" if total else ""))
+    echo_page("workflows", found, total, page, page_size, as_json, WorkflowSummary(many=True).dump,
+              ["ID", "STATUS", "STEPS", "CREATED", "FINISHED", "ERROR"],
+              lambda w: [w["id"], w["status"], step_counts(w["steps"]), stamp(w["created_at"]),
+                         stamp(w["finished_at"]), brief(w["error"])])
 
 
 @workflow_group.command("show")
