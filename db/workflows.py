@@ -77,8 +77,11 @@ _NODE_AND_PARENT = (select(*(_n[column.key] for column in _NODE_COLUMNS),
 _MOVE = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == bindparam("from_status")).values(
     status=bindparam("to_status"))
 _SHARD = (_counters.node_id == bindparam("group_id"), _counters.shard == bindparam("shard_no"))
-_SHARD_DOWN = update(WorkflowCounter.__table__).where(*_SHARD).values(pending=_counters.pending - 1)
-_SHARD_LEFT = select(_counters.pending).where(*_SHARD)
+# Two conditional UPDATEs say whether a member emptied its shard, with no read: a member that
+# waited for the row's lock sees the count its holder committed, so exactly one empties it.
+_SHARD_DOWN = update(WorkflowCounter.__table__).where(*_SHARD, _counters.pending > 1).values(
+    pending=_counters.pending - 1)
+_SHARD_EMPTIED = update(WorkflowCounter.__table__).where(*_SHARD, _counters.pending == 1).values(pending=0)
 _GROUP_DOWN = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == ACTIVE).values(
     pending=_n.pending - 1)
 _GROUP_LEFT = select(_n.pending).where(_n.id == bindparam("node_id"))
@@ -152,10 +155,10 @@ def member_done(session, group, position):
     connection = session.connection()
     if group.shards is not None:
         shard = {"group_id": group.id, "shard_no": position % group.shards}
-        connection.execute(_SHARD_DOWN, shard)
-        left = connection.execute(_SHARD_LEFT, shard).scalar()
-        if left != 0:
-            return left
+        if connection.execute(_SHARD_DOWN, shard).rowcount == 1:
+            return 1  # others of its shard are still unfinished
+        if connection.execute(_SHARD_EMPTIED, shard).rowcount != 1:
+            return None  # the shard was empty already: nothing to count
     if connection.execute(_GROUP_DOWN, {"node_id": group.id}).rowcount != 1:
         return None
     return connection.execute(_GROUP_LEFT, {"node_id": group.id}).scalar()
