@@ -9,6 +9,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, select, update
 
+from db import rates
 from db.dialects import by_primary_key
 from db.models import (FAILED, FINISHED_STATES, HELD_STATES, QUEUED, RESERVED, RUNNING, SUCCEEDED,
                        Task, utcnow)
@@ -61,10 +62,24 @@ def _write_fenced(session, statement, claim, owner, **values):
     return session.connection().execute(statement, params).rowcount == 1
 
 
+STARTED, THROTTLED, GONE = "started", "throttled", "gone"
+
+
 def start_task(session, claim, owner):
-    """Mark a reserved attempt running from now; False if it is no longer ours (cancelled
-    while it waited, or its lease was taken back)."""
-    return _write_fenced(session, _START, claim, owner, started_at=utcnow())
+    """Mark a reserved attempt running from now: STARTED; GONE if it is no longer ours (cancelled
+    while it waited, or its lease was taken back); THROTTLED if its rate limit has no room
+    now: back in the queue till there is, the attempt not counted."""
+    now = utcnow()
+    if claim.rate_key is not None:
+        opens = rates.opening(session, claim.rate_key, claim.rate_limit, now)
+        if opens is not None:
+            released = _write_fenced(session, _RELEASE, claim, owner, run_after=opens)
+            return THROTTLED if released else GONE
+    if not _write_fenced(session, _START, claim, owner, started_at=now):
+        return GONE
+    if claim.rate_key is not None:
+        rates.log_start(session, claim.rate_key, claim.rate_window, now)
+    return STARTED
 
 
 def finish_task(session, claim, owner, status, result=None, error=None, traceback=None):

@@ -15,8 +15,9 @@ import dataclasses
 import datetime as dt
 import time
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
+from db import rates
 from db.dialects import Taking, by_primary_key, dialect_of
 from db.attempt_writes import new_value
 from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
@@ -36,6 +37,9 @@ class Claim:
     run_after: dt.datetime  # when it became due: its wait in the queue ends at its start
     priority: int = 0
     workflow_node: int | None = None  # the workflow step its end settles
+    rate_key: str | None = None  # its rate limit's key: its start is counted there
+    rate_limit: int | None = None  # starts allowed in any rate_window seconds
+    rate_window: float | None = None
 
     def order(self):
         """Its place in claim order: highest priority, then earliest due, then oldest."""
@@ -50,7 +54,8 @@ _NOW = bindparam("now", type_=_c.run_after.type)
 _IDS = bindparam("ids", expanding=True)
 CLAIM_ORDER = (_c.priority.desc(), _c.run_after, _c.id)
 CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
-                 _c.cancel_requested, _c.run_after, _c.priority, _c.workflow_node)  # Claim's fields, in order
+                 _c.cancel_requested, _c.run_after, _c.priority, _c.workflow_node,
+                 _c.rate_key, _c.rate_limit, _c.rate_window)  # Claim's fields, in order
 PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
 
 
@@ -128,28 +133,35 @@ HELD_PER_KEY = (select(_held.c.limit_key, func.count().label("held"))
                 .group_by(_held.c.limit_key))
 
 
-def _fitting(where):
-    """The ids of the rows matching where that fit their key's free slots, in claim order,
-    counting the ones ahead of them in claim order as taken."""
+def _fitting(where, now=_NOW):
+    """The ids of the rows matching where that fit their key's free slots and their rate key's
+    room, in claim order, counting the ones ahead of them in claim order as taken."""
     held = HELD_PER_KEY.subquery()
+    used = rates.in_use(now)
     ranked = (
         # A key's limit is the lowest among its waiting tasks (a deploy may have changed it).
         select(_c.id, _c.priority, _c.run_after,
                func.min(_c.concurrency).over(partition_by=_c.limit_key).label("concurrency"),
                func.coalesce(held.c.held, 0).label("held"),
-               func.row_number().over(partition_by=_c.limit_key, order_by=CLAIM_ORDER).label("place"))
-        .select_from(_table.outerjoin(held, held.c.limit_key == _c.limit_key))
+               func.row_number().over(partition_by=_c.limit_key, order_by=CLAIM_ORDER).label("place"),
+               func.min(_c.rate_limit).over(partition_by=_c.rate_key).label("rate_limit"),
+               func.coalesce(used.c.used, 0).label("used"),
+               func.row_number().over(partition_by=_c.rate_key, order_by=CLAIM_ORDER).label("rate_place"))
+        .select_from(_table.outerjoin(held, held.c.limit_key == _c.limit_key)
+                     .outerjoin(used, used.c.rate_key == _c.rate_key))
         .where(*where)
         .subquery()
     )
-    return (select(ranked.c.id).where(ranked.c.held + ranked.c.place <= ranked.c.concurrency)
+    fits_slots = or_(ranked.c.concurrency.is_(None), ranked.c.held + ranked.c.place <= ranked.c.concurrency)
+    fits_rate = or_(ranked.c.rate_limit.is_(None), ranked.c.used + ranked.c.rate_place <= ranked.c.rate_limit)
+    return (select(ranked.c.id).where(fits_slots, fits_rate)
             .order_by(ranked.c.priority.desc(), ranked.c.run_after, ranked.c.id))
 
 
 def fitting_limited_ids(now):
     """The ids of due limited tasks that fit their key's free slots (the Celery relay
     publishes only those)."""
-    return _fitting([*due_terms(now), _c.limit_key.is_not(None)])
+    return _fitting([*due_terms(now), _c.limit_key.is_not(None)], now)
 
 
 def _limited_statements(served, given):
@@ -260,20 +272,33 @@ class Claimer:
     any limited task waits (looked up at most every `every` seconds), so that rows queued
     under a declaration a deploy has since removed are still claimed.
 
-    The limited step costs every claim a few statements: taken only when needed.
+    The limited step costs every claim a few statements: taken only when needed. Where
+    rate limits are declared, a claim also learns when the next logged start stops
+    counting (room_in), so a rate-limited task waits for its room, not for the next poll.
     """
 
-    def __init__(self, declares_limits, every=1.0):
+    def __init__(self, declares_limits, declares_rates=lambda: False, every=1.0):
         self.declares_limits = declares_limits  # () -> bool
+        self.declares_rates = declares_rates  # () -> bool
         self.every = every
         self._looked_at = -float("inf")
         self._waiting = False
+        self._next_room = None  # when a rate limit's next logged start stops counting
 
     def claim(self, session, owner, limit, queues=None):
         """claim_due() if limited tasks may wait, else claim_unlimited()."""
         if self.declares_limits() or self._some_waiting(session):
-            return claim_due(session, owner, limit, queues)
+            taken = claim_due(session, owner, limit, queues)
+            if self.declares_rates():
+                self._next_room = rates.next_opening(session, utcnow())
+            return taken
         return claim_unlimited(session, owner, limit, queues)
+
+    def room_in(self):
+        """Seconds till a rate limit may have room again (inf if none is counting)."""
+        if self._next_room is None:
+            return float("inf")
+        return max(0.0, (self._next_room - utcnow()).total_seconds())
 
     def _some_waiting(self, session):
         now = time.monotonic()

@@ -1,4 +1,4 @@
-"""Concurrency limits' bookkeeping: the task_limits rows that make a key's claimers take turns.
+"""Limits' bookkeeping: the task_limits rows that make a key's claimers (or starters) take turns.
 
 A limited task carries its key and its limit (tasks.limit_key, tasks.concurrency);
 db.claims counts a key's reserved and running rows to see what fits. The key's
@@ -25,9 +25,9 @@ def forget_idle_keys(session, after, older_than, batch=500, now=None):
         query = query.where(TaskLimit.limit_key > after)
     rows = session.execute(query).all()
     old = [row.limit_key for row in rows if row.created_at < now - older_than]
-    in_use = set(session.scalars(  # ix_tasks_limit: status, limit_key
-        select(_c.limit_key).where(_c.status.in_(UNFINISHED_STATES), _c.limit_key.in_(old))
-        .distinct())) if old else set()
+    in_use = set()
+    for key in (_c.limit_key, _c.rate_key) if old else ():  # a rate key's row is its starts' turn
+        in_use.update(session.scalars(select(key).where(_c.status.in_(UNFINISHED_STATES), key.in_(old)).distinct()))
     idle = [key for key in old if key not in in_use]
     if idle:
         session.execute(delete(TaskLimit).where(TaskLimit.limit_key.in_(idle))

@@ -134,6 +134,12 @@ class Task(Base):
     # @task(concurrency=N): at most concurrency tasks with this key run at once.
     limit_key: Mapped[str | None] = mapped_column(ExactKey)
     concurrency: Mapped[int | None] = mapped_column(Integer)
+    # @task(rate_limit="N/Ts"): at most rate_limit starts with this key in any rate_window seconds.
+    # A rate-limited task also has a limit_key (its concurrency key, else its rate key), so the
+    # limited claim takes it.
+    rate_key: Mapped[str | None] = mapped_column(ExactKey)
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    rate_window: Mapped[float | None] = mapped_column(Float)
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
     # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
@@ -228,6 +234,18 @@ class TaskLimit(Base):
 
     limit_key: Mapped[str] = mapped_column(ExactKey, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class TaskRateStart(Base):
+    """A start of a rate-limited task, counted against its key until counts_until (its start
+    plus the window); starts of a key are logged under that key's task_limits row lock."""
+
+    __tablename__ = "task_rate_starts"
+    __table_args__ = (Index("ix_task_rate_starts_key", "rate_key", "counts_until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rate_key: Mapped[str] = mapped_column(ExactKey)
+    counts_until: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
 
 
 class TaskSchedule(Base):

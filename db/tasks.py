@@ -19,13 +19,13 @@ from db.models import (
 
 def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
                 retry_of=None, priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None,
-                workflow_node=None):
+                workflow_node=None, rate_key=None, rate_limit=None, rate_window=None):
     """Insert a queued task; return it as a Task that is not attached to the session.
 
     A Core INSERT of a prebuilt statement: submitting is the hot path of the API.
     """
     values = _queued(name, args, run_after, max_attempts, time_limit, retry_of, priority, queue,
-                     limit_key, concurrency, workflow_node)
+                     limit_key, concurrency, workflow_node, rate_key, rate_limit, rate_window)
     task = Task(**values)  # made before the INSERT: on SQLite that holds the write turn till commit
     # On the session's connection, past the ORM's execute pipeline: a plain Core INSERT.
     task.id = session.connection().execute(_INSERT, values).inserted_primary_key[0]
@@ -47,13 +47,15 @@ def insert_tasks(session, submits):
 
 
 def _queued(name, args, run_after=None, max_attempts=3, time_limit=None, retry_of=None,
-            priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None, workflow_node=None):
+            priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None, workflow_node=None,
+            rate_key=None, rate_limit=None, rate_window=None):
     """The column values of a newly queued task."""
     now = utcnow()
     return dict(name=name, args=args, status=QUEUED, progress=0, attempts=0,
                 max_attempts=max_attempts, time_limit=time_limit, cancel_requested=False,
                 run_after=run_after or now, created_at=now, retry_of=retry_of, priority=priority,
-                queue=queue, limit_key=limit_key, concurrency=concurrency, workflow_node=workflow_node)
+                queue=queue, limit_key=limit_key, concurrency=concurrency, workflow_node=workflow_node,
+                rate_key=rate_key, rate_limit=rate_limit, rate_window=rate_window)
 
 
 def get_task(session, task_id):

@@ -29,6 +29,9 @@ FAILED = Counter("tasks_failed_total", "Tasks that failed for good", ["name"])
 RETRIED = Counter("tasks_retried_total",
                   "Attempts put back for another try, and failed tasks retried by a user", ["name"])
 CANCELLED = Counter("tasks_cancelled_total", "Tasks cancelled, queued or running", ["name"])
+THROTTLED = Counter("tasks_throttled_total",
+                    "Starts put off by a rate limit: the task went back to the queue, its attempt not counted",
+                    ["name"])
 RUN_TIME = Histogram("task_run_seconds", "How long an attempt ran", ["name"], buckets=SECONDS)
 QUEUE_WAIT = Histogram("task_queue_wait_seconds", "How long a task waited between due and started",
                        ["name"], buckets=SECONDS)

@@ -228,3 +228,25 @@ class Failure(Schema):
 def report_failure(ctx, failure):
     """An on_error step: returns what failed."""
     return failure
+
+
+class Rated(Schema):
+    customer = fields.String(load_default="anyone")
+    seconds = fields.Float(load_default=0.0)
+
+
+@task("rated", schema=Rated, rate_limit="10/s")
+def rated(ctx, customer, seconds):
+    """At most 10 start in any second, in every process together."""
+    time.sleep(seconds)
+
+
+@task("rated_per_customer", schema=Rated, rate_limit="10/s", rate_key="customer")
+def rated_per_customer(ctx, customer, seconds):
+    """At most 10 start in any second per customer."""
+    time.sleep(seconds)
+
+
+@task("rated_slowly", schema=Rated, rate_limit="3/60s")
+def rated_slowly(ctx, customer, seconds):
+    """At most 3 start in any minute: the claim and start tests' limit."""

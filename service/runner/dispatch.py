@@ -23,7 +23,7 @@ class Dispatcher:
         self.reserved = 0  # slots held for claims still in their transaction (under process.changed)
         self._wake = threading.Event()
         self._submitted = False  # the last wake-up came from a submit
-        self._claimer = claims.Claimer(registry.has_limits)
+        self._claimer = claims.Claimer(registry.has_limits, registry.has_rate_limits)
         self._handing = threading.Lock()  # claims reach the jobs in the order they were claimed
         with session_scope() as session:  # not the caller's registry Session
             self.claims_ride_in_commits = claims.claims_ride_in_commits(session)
@@ -53,6 +53,8 @@ class Dispatcher:
             if claimed_all and not failures:
                 continue  # there may be more due work right now
             timeout = self.config.poll_interval * min(2**failures, 20)
+            if not failures:  # a rate limit's room may open sooner than the next poll
+                timeout = min(timeout, self._claimer.room_in())
             if self._wake.wait(timeout) and self._submitted:
                 # Under a stream of submits, gather a few before the next claim
                 # instead of running one claim transaction per submitted task.
@@ -84,7 +86,10 @@ class Dispatcher:
         following = self.jobs.take_waiting()
         after = []
         try:
-            started = following is not None and attempt_writes.start_task(session, following.claim, self.process.owner)
+            # A rate-limited start may be put off: outcomes.started makes it in its own commit.
+            started = (following is not None and following.claim.rate_key is None
+                       and attempt_writes.start_task(session, following.claim, self.process.owner)
+                       == attempt_writes.STARTED)
             with self.claim_in(session) if self.claims_ride_in_commits else contextlib.nullcontext():
                 yield after
         except BaseException:
@@ -94,7 +99,7 @@ class Dispatcher:
         if following is not None:
             if started:
                 following.started = time.monotonic()
-            after.append(following)  # not started: cancelled while it waited; skipped
+            after.append(following)  # not started here: run_attempt starts it, or finds it cancelled
 
     def needed(self):
         """After a task: should the dispatcher claim? (A wake-up costs a GIL switch.) Where

@@ -29,10 +29,24 @@ def started(attempt, owner):
     """Mark a reserved attempt running and commit; False if it must not run (cancelled while it
     waited, its lease taken back, or the write kept failing: then its lease expires)."""
     claim = attempt.claim
-    if _record(attempt, "running", lambda: attempt_writes.start_task(Session, claim, owner)):
+    outcome = attempt_writes.GONE
+
+    def start():
+        nonlocal outcome
+        outcome = attempt_writes.start_task(Session, claim, owner)
+        return True
+
+    if not _record(attempt, "running", start):  # the write kept failing: its lease will expire
+        outcome = attempt_writes.GONE
+    if outcome == attempt_writes.STARTED:
         attempt.started = time.monotonic()
         return True
-    log.info("task %s was cancelled or taken back before it started", claim.id)
+    if outcome == attempt_writes.THROTTLED:
+        metrics.by_name(metrics.THROTTLED, claim.name).inc()
+        log.info("task %s waits in the queue for its rate limit (%s starts per %gs)",
+                 claim.id, claim.rate_limit, claim.rate_window)
+    else:
+        log.info("task %s was cancelled or taken back before it started", claim.id)
     return False
 
 

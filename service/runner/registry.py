@@ -1,13 +1,12 @@
 """Task functions registered by name; only registered names can ever run."""
 import dataclasses
-import hashlib
 import importlib
-import json
 
 from marshmallow import Schema, ValidationError
 
 from db.models import DEFAULT_QUEUE
 from db.queues import check_queue_name
+from service.runner.limits import RateLimit, check_concurrency, check_rate, key_of
 from service.runner.recurrence import Schedule, check_schedule
 
 
@@ -43,20 +42,21 @@ class TaskSpec:
     concurrency: int | None = None  # at most this many of its tasks (per key) run at once
     concurrency_key: str | None = None  # an argument: the limit holds per value of it
     schedule: Schedule | None = None  # when it recurs by itself (cron= or every=)
+    rate: RateLimit | None = None  # at most rate.count starts in any rate.window seconds (per key)
+    rate_key: str | None = None  # an argument: the rate limit holds per value of it
 
     def limit_key(self, stored_args):
-        """The key a limited task's slots are counted under (None: not limited)."""
-        if self.concurrency is None:
+        """The key the limited claim takes its tasks under: its concurrency key, else its rate
+        key (None: neither limit)."""
+        if self.concurrency is not None:
+            return key_of(self.name, self.schema, self.concurrency_key, stored_args)
+        return self.rate_key_for(stored_args)
+
+    def rate_key_for(self, stored_args):
+        """The key a rate-limited task's starts are counted under (None: no rate limit)."""
+        if self.rate is None:
             return None
-        if self.concurrency_key is None:
-            return self.name
-        field = self.schema.fields[self.concurrency_key]
-        value = json.dumps(stored_args.get(field.data_key or self.concurrency_key), sort_keys=True,
-                           separators=(",", ":"))
-        key = f"{self.name}:{value}"
-        if len(key) > LIMIT_KEY_LENGTH:  # a long value: its digest keeps keys distinct
-            key = f"{self.name}#{hashlib.sha256(value.encode()).hexdigest()}"
-        return key
+        return key_of(self.name, self.schema, self.rate_key, stored_args)
 
     def load_args(self, args):
         """Validate args against the schema; return the loaded values."""
@@ -78,7 +78,8 @@ class TaskRegistry:
         self._limited = False  # a claim looks for limited tasks only if one is registered
 
     def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
-             priority=0, concurrency=None, concurrency_key=None, cron=None, every=None, args=None):
+             priority=0, concurrency=None, concurrency_key=None, cron=None, every=None, args=None,
+             rate_limit=None, rate_key=None):
         """Register the decorated function fn(ctx, **args) under name.
 
         retry_on: exception types (a tuple) after which the task gets another
@@ -87,8 +88,11 @@ class TaskRegistry:
         tasks wait (a process serves the queues in TASK_QUEUES). priority: the
         default of its submits, higher runs first. concurrency: at most this
         many of its tasks run at once across all processes, or per value of the
-        argument concurrency_key if given. cron (an expression, in SCHEDULE_TZ)
-        or every (seconds): it also recurs by itself, with args (checked now).
+        argument concurrency_key if given. rate_limit ("10/s", "100/m", "5/h",
+        "3/10s"): at most that many of its tasks start in any window of that
+        length, across all processes, or per value of the argument rate_key.
+        cron (an expression, in SCHEDULE_TZ) or every (seconds): it also recurs
+        by itself, with args (checked now).
         """
         retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
@@ -96,13 +100,14 @@ class TaskRegistry:
         check_queue_name(queue)
         check_priority(priority)
         check_concurrency(name, schema, concurrency, concurrency_key)
+        rate = check_rate(name, schema, rate_limit, rate_key)
         schedule = check_schedule(name, cron, every, args)
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
             spec = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on, queue, priority,
-                            concurrency, concurrency_key)
+                            concurrency, concurrency_key, rate=rate, rate_key=rate_key)
             if schedule is not None:
                 try:  # stored as it will be submitted, so a bad one fails here, not at 3 a.m.
                     args = spec.normalize_args(schedule.args)
@@ -111,7 +116,7 @@ class TaskRegistry:
                                      f"{error.messages}") from None
                 spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
             self._specs[name] = spec
-            self._limited = self._limited or concurrency is not None
+            self._limited = self._limited or concurrency is not None or rate is not None
             fn.s = lambda **args: Signature(name, args)  # a workflow step: fn.s(**args)
             return fn
 
@@ -128,8 +133,12 @@ class TaskRegistry:
         """Return the registered names, sorted."""
         return sorted(self._specs)
 
+    def has_rate_limits(self):
+        """True if a registered task has a rate limit."""
+        return any(spec.rate is not None for spec in self._specs.values())
+
     def has_limits(self):
-        """True if a registered task has a concurrency limit."""
+        """True if a registered task has a concurrency or rate limit."""
         return self._limited
 
     def scheduled(self):
@@ -154,8 +163,6 @@ class Signature:
         return dataclasses.replace(self, options={**self.options, **options})
 
 
-LIMIT_KEY_LENGTH = 200  # tasks.limit_key
-CONCURRENCY = range(1, 10_001)
 PRIORITIES = range(-100, 101)  # higher runs first
 
 
@@ -164,20 +171,6 @@ def check_priority(priority):
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
         raise ValueError(f"a priority is a whole number from -100 to 100, got {priority!r}")
     return priority
-
-
-def check_concurrency(name, schema, concurrency, concurrency_key):
-    """Raise ValueError unless concurrency is None or 1..10000 and concurrency_key names an argument."""
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
-                                    or concurrency not in CONCURRENCY):
-        raise ValueError(f"task {name!r}: concurrency is a whole number from 1 to 10000, "
-                         f"got {concurrency!r}")
-    if concurrency_key is not None:
-        if concurrency is None:
-            raise ValueError(f"task {name!r}: concurrency_key needs a concurrency")
-        if concurrency_key not in schema().fields:
-            raise ValueError(f"task {name!r}: concurrency_key {concurrency_key!r} is not one of "
-                             f"its arguments")
 
 
 registry = TaskRegistry()

@@ -3,7 +3,8 @@ import datetime as dt
 import logging
 import time
 
-from db import limits, runners, session_scope, stats
+from db import limits, rates, runners, session_scope, stats
+from db.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,8 @@ class RollupAndPrune:
         self._keys_after = None  # the limit key the sweep of idle ones goes on after
 
     def keep(self, retention):
-        """Roll up finished counts, delete tasks finished more than retention seconds ago,
-        and look at the next batch of concurrency-limit keys for idle ones to delete.
+        """Roll up finished counts, forget rate-limited starts that no longer count, delete
+        tasks finished more than retention seconds ago, and look at the next batch of concurrency-limit keys for idle ones to delete.
 
         Each step is its own short transaction, and a step another process is
         doing is left to it (stats.roll_up, stats.prune_finished). Returns how
@@ -30,6 +31,9 @@ class RollupAndPrune:
             with session_scope() as session:
                 if not stats.roll_up(session):
                     break
+        if time.monotonic() < deadline:  # starts that no longer count against a rate limit
+            with session_scope() as session:
+                rates.prune(session, utcnow(), PRUNE_BATCH)
         pruned = 0
         while retention and time.monotonic() < deadline:
             with session_scope() as session:

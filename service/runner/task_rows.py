@@ -98,6 +98,9 @@ def task_row(spec, stored_args, delay=None, run_at=None, max_attempts=None, time
         queue=spec.queue,
         limit_key=spec.limit_key(stored_args),
         concurrency=spec.concurrency,
+        rate_key=spec.rate_key_for(stored_args),
+        rate_limit=spec.rate.count if spec.rate else None,
+        rate_window=spec.rate.window if spec.rate else None,
     )
 
 

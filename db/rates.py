@@ -1,0 +1,66 @@
+"""Rate limits' bookkeeping: the log of rate-limited starts, and what of a key's rate is in use.
+
+A rate-limited task starts only in a transaction that holds its key's task_limits
+row and finds fewer than its limit of the key's logged starts still counting (a
+start counts until its time plus the window); the same transaction logs its start.
+So no window of that length ever holds more starts than the limit. Claims read
+the same log to leave alone the tasks that could not start yet.
+"""
+import datetime as dt
+
+from sqlalchemy import bindparam, delete, func, select, union_all
+
+from db.dialects import dialect_of
+from db.models import RESERVED, Task, TaskLimit, TaskRateStart
+
+_c = Task.__table__.c
+_starts = TaskRateStart.__table__
+_s = _starts.c
+_KEY = bindparam("rate_key")
+_NOW = bindparam("now", type_=_s.counts_until.type)
+_COUNTING = select(func.count()).where(_s.rate_key == _KEY, _s.counts_until > _NOW)
+_OPENING = (select(_s.counts_until).where(_s.rate_key == _KEY, _s.counts_until > _NOW)
+            .order_by(_s.counts_until).offset(bindparam("skip")).limit(1))
+
+
+def in_use(now):
+    """A subquery of (rate_key, used) for keys with starts still counting or tasks reserved to
+    start: a claim takes no more of a key than its limit minus what is used."""
+    counting = select(_s.rate_key, func.count().label("n")).where(_s.counts_until > now).group_by(_s.rate_key)
+    reserved = (select(_c.rate_key, func.count().label("n")).where(_c.status == RESERVED, _c.rate_key.is_not(None))
+                .group_by(_c.rate_key))
+    both = union_all(counting, reserved).subquery()
+    return select(both.c.rate_key, func.sum(both.c.n).label("used")).group_by(both.c.rate_key).subquery()
+
+
+def opening(session, rate_key, limit, now):
+    """Take the key's turn (its row locked till the transaction ends); None if a start fits now,
+    else when the next one will."""
+    session.execute(dialect_of(session).insert_or_keep(TaskLimit.__table__),
+                    [{"limit_key": rate_key, "created_at": now}])
+    connection = session.connection()
+    counting = connection.execute(_COUNTING, {"rate_key": rate_key, "now": now}).scalar()
+    if counting < limit:
+        return None
+    # Fits once all but limit - 1 of the counting starts have stopped counting.
+    return connection.execute(_OPENING, {"rate_key": rate_key, "now": now, "skip": counting - limit}).scalar()
+
+
+def log_start(session, rate_key, window, now):
+    """Count a start of the key's from now for window seconds (after opening() said it fits)."""
+    session.connection().execute(_starts.insert(), {"rate_key": rate_key,
+                                                    "counts_until": now + dt.timedelta(seconds=window)})
+
+
+def next_opening(session, now):
+    """The earliest time a logged start stops counting, or None: a claim may then find room."""
+    return session.scalar(select(func.min(_s.counts_until)).where(_s.counts_until > now))
+
+
+def prune(session, now, batch=1000):
+    """Delete up to batch logged starts that no longer count; return how many went."""
+    ids = list(session.scalars(select(_s.id).where(_s.counts_until <= now).limit(batch)))
+    if ids:
+        session.execute(delete(TaskRateStart).where(TaskRateStart.id.in_(ids)).execution_options(
+            synchronize_session=False))
+    return len(ids)
