@@ -146,8 +146,10 @@ class Task(Base):
     published_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The workflow step it runs (workflow_nodes.id); its end settles that step.
     workflow_node: Mapped[int | None] = mapped_column(Integer)
-    # Not a column: the workflow of that step, where a reader looked it up (workflow_views.with_workflows).
+    # Not columns: set where a reader looked them up (task_views.described): the workflow of
+    # that step, and its rate limit's use.
     workflow = None
+    rate = None
 
     @property
     def finished(self):

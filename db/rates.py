@@ -8,10 +8,10 @@ the same log to leave alone the tasks that could not start yet.
 """
 import datetime as dt
 
-from sqlalchemy import bindparam, delete, func, select, union_all
+from sqlalchemy import bindparam, case, delete, func, select, text, union_all
 
 from db.dialects import dialect_of
-from db.models import RESERVED, Task, TaskLimit, TaskRateStart
+from db.models import QUEUED, RESERVED, UNFINISHED_STATES, Task, TaskLimit, TaskRateStart
 
 _c = Task.__table__.c
 _starts = TaskRateStart.__table__
@@ -64,3 +64,45 @@ def prune(session, now, batch=1000):
         session.execute(delete(TaskRateStart).where(TaskRateStart.id.in_(ids)).execution_options(
             synchronize_session=False))
     return len(ids)
+
+
+def usage(session, now, keys=None, most=50):
+    """Rate keys with unfinished tasks (or these keys), the most waiting first: each one's limit,
+    its starts still counting, and its tasks reserved to start and queued."""
+    query = (select(_c.rate_key, func.min(_c.rate_limit).label("starts"), func.min(_c.rate_window).label("seconds"),
+                    func.sum(case((_c.status == QUEUED, 1), else_=0)).label("queued"),
+                    func.sum(case((_c.status == RESERVED, 1), else_=0)).label("reserved"))
+             .where(_c.status.in_(UNFINISHED_STATES), _c.rate_key.is_not(None))
+             .group_by(_c.rate_key).order_by(text("queued DESC"), _c.rate_key).limit(most))
+    if keys is not None:
+        query = query.where(_c.rate_key.in_(list(keys)))
+    rows = session.execute(query).all()
+    counting = dict(session.execute(
+        select(_s.rate_key, func.count()).where(_s.rate_key.in_([row.rate_key for row in rows]),
+                                                 _s.counts_until > now).group_by(_s.rate_key)).all()) if rows else {}
+    return [_in_use(row, counting.get(row.rate_key, 0), session, now) for row in rows]
+
+
+def _in_use(row, started, session, now):
+    full = started + int(row.reserved) >= row.starts
+    room_at = None
+    if full and started:  # the earliest logged start to stop counting frees a place
+        room_at = session.scalar(select(func.min(_s.counts_until)).where(_s.rate_key == row.rate_key,
+                                                                            _s.counts_until > now))
+    return {"key": row.rate_key, "starts": row.starts, "seconds": row.seconds, "started": started,
+            "reserved": int(row.reserved), "queued": int(row.queued), "full": full, "room_at": room_at}
+
+
+def with_rates(session, tasks, now):
+    """Set each task's `rate`: its rate limit's use (usage()), and whether it waits for room
+    (a queued task, due, whose key is full), or None for a task without a rate limit."""
+    keys = {task.rate_key for task in tasks if task.rate_key is not None}
+    found = {use["key"]: use for use in usage(session, now, keys, most=len(keys))} if keys else {}
+    for task in tasks:
+        use = found.get(task.rate_key) if task.rate_key is not None else None
+        if task.rate_key is not None and use is None:  # its key has no unfinished task left
+            use = {"key": task.rate_key, "starts": task.rate_limit, "seconds": task.rate_window,
+                   "started": None, "reserved": 0, "queued": 0, "full": False, "room_at": None}
+        task.rate = None if use is None else {
+            **use, "waiting": task.status == QUEUED and task.run_after <= now and use["full"]}
+    return tasks

@@ -13,7 +13,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, case, delete, func, select, true, update
 
-from db import runners, workflows
+from db import rates, runners, workflows
 from db.dialects import dialect_of
 from db.models import (FINISHED_STATES, HELD_STATES, QUEUED, STATES, UNFINISHED_STATES, Task,
                        TaskMinute, TaskRollup, TaskTotal, utcnow)
@@ -256,6 +256,7 @@ def overview(session, lease_seconds, now=None):
         "finished_per_minute": [{"minute": minute, **{s: per_status[s] for s in FINISHED_STATES}}
                                 for minute, per_status in finished_per_minute(session, now)],
         "runners": runners.list_runners(session, lease_seconds, now),
+        "rate_limits": rates.usage(session, now),
         "lease": lease_seconds,
         "generated_at": now,
     }

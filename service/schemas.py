@@ -136,6 +136,23 @@ class UtcDateTime(fields.DateTime):
         return super()._serialize(value, attr, obj, **kwargs)
 
 
+class RateUse(Schema):
+    key = fields.String(required=True, metadata={"description": "the key its starts count under"})
+    starts = fields.Integer(required=True, metadata={"description": "starts allowed in any window"})
+    seconds = fields.Float(required=True, metadata={"description": "the window's length"})
+    started = fields.Integer(required=True, allow_none=True,
+                             metadata={"description": "starts in the last window (null: none of its tasks is unfinished)"})
+    reserved = fields.Integer(required=True, metadata={"description": "its tasks claimed to start"})
+    queued = fields.Integer(required=True, metadata={"description": "its tasks queued"})
+    full = fields.Boolean(required=True, metadata={"description": "no room for another start now"})
+    room_at = UtcDateTime(required=True, allow_none=True,
+                          metadata={"description": "when a counted start stops counting (if full)"})
+
+
+class TaskRate(RateUse):
+    waiting = fields.Boolean(required=True, metadata={"description": "queued and due, waiting for its rate limit"})
+
+
 class TaskOut(Schema):
     id = fields.Integer()
     name = fields.String()
@@ -161,6 +178,7 @@ class TaskOut(Schema):
     retry_of = fields.Integer(allow_none=True, metadata={"description": "the task this one retries"})
     retried_by = fields.Integer(allow_none=True, metadata={"description": "the task that retried this one"})
     workflow = fields.Integer(allow_none=True, metadata={"description": "the workflow whose step it runs"})
+    rate = fields.Nested(TaskRate, allow_none=True, metadata={"description": "its rate limit and its use (none: no rate limit)"})
 
 
 class TaskQuery(PageQuery):
@@ -238,5 +256,7 @@ class StatsOut(Schema):
     finished_per_minute = fields.List(fields.Nested(MinuteOut), required=True,
                                       metadata={"description": "the last 60 minutes, oldest first"})
     runners = fields.List(fields.Nested(RunnerOut), required=True)
+    rate_limits = fields.List(fields.Nested(RateUse), required=True,
+                              metadata={"description": "rate keys with unfinished tasks, the most queued first (50 at most)"})
     lease = fields.Float(required=True, metadata={"description": "TASK_LEASE: a runner silent longer is lost"})
     generated_at = UtcDateTime(required=True)

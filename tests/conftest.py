@@ -198,6 +198,40 @@ def wait_finished(task_ids, timeout=60):
     return wait_for(done, timeout=timeout, message=f"{len(task_ids)} tasks to finish")
 
 
+def samples(text, name):
+    """{labels text: value} of one metric in a scrape."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            found[key[len(name):]] = float(value)
+    return found
+
+
+def scrape(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    return response.get_data(as_text=True)
+
+
+def grown(before, after, name):
+    """How each sample of a counter grew between two scrapes (counters are per process)."""
+    old = samples(before, name)
+    return {key: value - old.get(key, 0.0) for key, value in samples(after, name).items()
+            if value - old.get(key, 0.0)}
+
+
+def most_in_any_window(starts, window):
+    """The most starts in any window [a, a + window) (starts sorted)."""
+    most, first = 0, 0
+    for last, start in enumerate(starts):
+        while start - starts[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def wait_status(task_id, status, timeout=30):
     """Wait until the task has status; return its row."""
     return wait_for(lambda: task_row(task_id).status == status and task_row(task_id),

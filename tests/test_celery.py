@@ -1,4 +1,5 @@
 """The Celery executor with real brokers and real Celery worker processes, on SQLite and MariaDB."""
+import datetime as dt
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ from db.models import DEFAULT_QUEUE, Task, User
 from service.runner import RunnerConfig, submit
 from service.runner import celery as celery_executor
 from service.runner.celery import CeleryExecutor
-from tests.conftest import wait_for
+from tests.conftest import most_in_any_window, wait_finished, wait_for
 from tests.server import CeleryWorker, Server, free_port, migrate
 
 import tests.celery_tasks  # noqa: F401  the tasks the workers include, known here too
@@ -411,3 +412,18 @@ def test_a_chord_through_the_celery_executor_calls_back_once_with_every_result(m
     assert done.result == sum(range(100)) - 1
     with db.session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Task)) == 101
+
+
+def test_rate_limited_tasks_through_two_celery_workers_keep_their_rate(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    publisher(url)
+    for name in ("w1", "w2"):
+        workers(migrated, url, name=name, TASK_MODULES="tests.sample_tasks", TASK_POLL_INTERVAL=0.5)
+    with db.session_scope() as session:
+        ids = [submit.enqueue(session, "rated", {}).id for _ in range(60)]
+    rows = wait_finished(ids, timeout=60)
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    assert {row.attempts for row in rows.values()} == {1}
+    starts = sorted(row.started_at for row in rows.values())
+    assert most_in_any_window(starts, dt.timedelta(seconds=1)) == 10

@@ -4,36 +4,12 @@ import urllib.request
 import pytest
 
 from db.models import Task
-from tests.conftest import count_rows, wait_for
+from tests.conftest import count_rows, grown, samples, scrape, wait_for
 from tests.server import Server, Worker, free_port, migrate
-
-
-def samples(text, name):
-    """{labels text: value} of one metric in a scrape."""
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, _, value = line.rpartition(" ")
-            found[key[len(name):]] = float(value)
-    return found
 
 
 def total(text, name):
     return sum(samples(text, name).values())
-
-
-def scrape(client):
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.content_type.startswith("text/plain")
-    return response.get_data(as_text=True)
-
-
-def grown(before, after, name):
-    """How each sample of a counter grew between two scrapes (counters are per process)."""
-    old = samples(before, name)
-    return {key: value - old.get(key, 0.0) for key, value in samples(after, name).items()
-            if value - old.get(key, 0.0)}
 
 
 def test_task_counters_histograms_and_table_gauges(client):

@@ -1,17 +1,20 @@
 """Rate limits: no window of the declared length ever holds more starts than the limit, across
 threads and processes, and a task put off by its rate keeps its attempt."""
 import datetime as dt
+import re
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import db
-from db import attempt_writes, claims
+from db import attempt_writes, claims, stats, task_views
 from db.models import QUEUED, RESERVED, Task, TaskRateStart, utcnow
 from service.runner import submit
 from service.runner.limits import RateLimit, parse_rate
+from service.cli.text import stats_lines, task_lines
 from service.runner.registry import TaskRegistry
-from tests.conftest import FAST, count_rows, wait_finished
+from service.schemas import UtcDateTime
+from tests.conftest import FAST, count_rows, grown, most_in_any_window, scrape, wait_finished, wait_for
 from tests.sample_tasks import Rated
 from tests.server import Worker
 
@@ -25,16 +28,6 @@ def enqueue(session, name, count, **args):
 def starts_of(rows):
     """The rows' started_at, sorted."""
     return sorted(row.started_at for row in rows)
-
-
-def most_in_any_window(starts, window):
-    """The most starts in any window [a, a + window) (starts sorted)."""
-    most, first = 0, 0
-    for last, start in enumerate(starts):
-        while start - starts[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 @pytest.mark.parametrize("text, limit", [
@@ -135,3 +128,49 @@ def test_three_processes_start_600_tasks_never_more_than_10_in_any_second(shared
     starts = starts_of(rows.values())
     assert most_in_any_window(starts, dt.timedelta(seconds=1)) == 10
     assert starts[-1] - starts[0] < dt.timedelta(seconds=66)
+
+
+def test_the_api_the_overview_and_metrics_say_a_task_waits_for_its_rate_limit(client):
+    from service.runner import outcomes
+    from service.runner.attempt import Attempt
+
+    ids = [client.post("/api/tasks", json={"name": "rated_slowly"}).get_json()["id"] for _ in range(5)]
+    wait_for(lambda: count_rows(Task, Task.status == "succeeded") == 3, message="the minute's three to run")
+    with db.session_scope() as session:
+        first_start = session.scalar(select(func.min(Task.started_at)))
+    room_at = UtcDateTime().serialize("at", {"at": first_start + dt.timedelta(seconds=60)})
+    use = {"key": "rated_slowly", "starts": 3, "seconds": 60.0, "started": 3, "reserved": 0, "queued": 2,
+           "full": True, "room_at": room_at}
+    waiting = client.get(f"/api/tasks/{ids[4]}").get_json()
+    assert (waiting["status"], waiting["attempts"], waiting["rate"]) == ("queued", 0, {**use, "waiting": True})
+    ran = client.get(f"/api/tasks/{ids[0]}").get_json()
+    assert (ran["status"], ran["rate"]["waiting"]) == ("succeeded", False)
+    assert client.get("/api/stats").get_json()["rate_limits"] == [use]
+    assert client.get("/api/tasks?name=noop").get_json() == []  # a page without rate-limited tasks
+    page = client.get(f"/dashboard/tasks/{ids[4]}?part=1").get_data(as_text=True)
+    assert "3 starts per 1m · 3 started in the last 1m" in page
+    assert 'id="rate-waiting">waiting for its rate limit</strong>, room at <time' in page
+    assert "waiting for its rate limit" not in client.get(f"/dashboard/tasks/{ids[0]}?part=1").get_data(as_text=True)
+    overview = client.get("/dashboard?part=1").get_data(as_text=True)
+    assert re.search(r'data-rate-key="rated_slowly">\s*<td><code>rated_slowly</code></td><td>3 per 1m</td>\s*'
+                     r'<td class="num">3</td><td class="num">0</td><td class="num">2</td>\s*'
+                     r'<td><strong class="status-cancelled">full</strong> till <time', overview)
+    with db.session_scope() as session:  # the CLI's `tasks show` and `tasks stats`, from the same reads
+        [task] = task_views.described(session, [session.get(Task, ids[4])])
+        shown = "\n".join(task_lines(task, utcnow()))
+        stats_text = "\n".join(stats_lines(stats.overview(session, 30)))
+    assert "rate limit:       3 starts per 1m, key rated_slowly; 3 started in the last 1m; waiting for its rate limit, room at" in shown
+    assert re.search(r"rated_slowly +3/1m +3 +0 +2 +full till ", stats_text)
+
+    # A start that finds no room (two claimers racing) is put off and counted as throttled.
+    before = scrape(client)
+    with db.session_scope() as session:
+        session.execute(update(Task).where(Task.id == ids[4]).values(
+            status=RESERVED, owner="racer", attempts=1, heartbeat_at=utcnow()))
+        row = session.get(Task, ids[4])
+        claim = claims.Claim(row.id, row.name, row.args, 1, row.max_attempts, None, False, row.run_after,
+                             rate_key=row.rate_key, rate_limit=row.rate_limit, rate_window=row.rate_window)
+    assert outcomes.started(Attempt(claim), "racer") is False
+    assert grown(before, scrape(client), "tasks_throttled_total") == {'{name="rated_slowly"}': 1.0}
+    put_off = client.get(f"/api/tasks/{ids[4]}").get_json()
+    assert (put_off["status"], put_off["attempts"], put_off["run_after"]) == ("queued", 0, room_at)

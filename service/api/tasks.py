@@ -3,7 +3,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import abort
 
-from db import Session, tasks, workflow_views
+from db import Session, task_views, tasks
 from service.api import Blueprint, PAGE_HEADERS, one_page, require_body
 from service.api.openapi import LOCATION
 from service.runner import KeyReused, actions
@@ -20,7 +20,7 @@ def find_task(task_id):
     task = tasks.get_task(Session, task_id)
     if task is None:
         abort(404, message=f"task {task_id} not found")
-    return workflow_views.with_workflows(Session, [task])[0]
+    return task_views.described(Session, [task])[0]
 
 
 @blp.route("")
@@ -50,12 +50,12 @@ class Tasks(MethodView):
     @blp.response(200, TaskOut(many=True), headers=PAGE_HEADERS)
     def get(self, query):
         """List tasks, newest first, optionally by status and name."""
-        return one_page(list_with_workflows, query)
+        return one_page(list_described, query)
 
 
-def list_with_workflows(session, limit, offset, **filters):
+def list_described(session, limit, offset, **filters):
     page, total = tasks.list_tasks(session, limit, offset, **filters)
-    return workflow_views.with_workflows(session, page), total
+    return task_views.described(session, page), total
 
 
 @blp.route("/<id:task_id>")
@@ -78,7 +78,7 @@ class TaskCancel(MethodView):
             abort(404, message=f"task {task_id} not found")
         if outcome == tasks.CANCEL_TOO_LATE:
             abort(409, message=f"task {task_id} already finished ({task.status})")
-        workflow_views.with_workflows(Session, [task])
+        task_views.described(Session, [task])
         if outcome == tasks.CANCEL_REQUESTED:  # its runner sees it on its next heartbeat
             return task, 202
         return task

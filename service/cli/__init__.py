@@ -10,7 +10,7 @@ import click
 from marshmallow import ValidationError
 
 import service.worker
-from db import session_scope, stats, tasks, workflow_views
+from db import session_scope, stats, task_views, tasks
 from db.models import MAX_ID, STATES, utcnow
 from service.cli.database import connected, find_task, read_settings
 from service.cli.errors import CommandError, OneLineGroup, describe
@@ -104,7 +104,7 @@ def list_command(status, name, page, page_size, as_json):
     with connected():
         with session_scope() as session:
             found, total = tasks.list_tasks(session, page_size, (page - 1) * page_size, status, name)
-            workflow_views.with_workflows(session, found)
+            task_views.described(session, found)
     echo_page("tasks", found, total, page, page_size, as_json, TaskOut(many=True).dump,
               ["ID", "NAME", "STATUS", "ATTEMPTS", "PROGRESS", "CREATED", "NOTE"],
               lambda t: [t.id, t.name, t.status, f"{t.attempts}/{t.max_attempts}", f"{t.progress}%",
@@ -118,7 +118,7 @@ def show(task_id, as_json):
     """Show every field of task ID and how long it waited and ran."""
     with connected():
         with session_scope() as session:
-            task = workflow_views.with_workflows(session, [find_task(session, task_id)])[0]
+            task = task_views.described(session, [find_task(session, task_id)])[0]
     now = utcnow()
     if as_json:
         waited, ran = timings(task, now)

@@ -92,11 +92,24 @@ def task_lines(task, now):
         ("ran for", "-" if ran is None else span(ran) + (" so far" if task.status == RUNNING else "")),
         ("retry of", task.retry_of or "-"), ("retried by", task.retried_by or "-"),
         ("workflow", task.workflow or "-"),
+        ("rate limit", rate_text(task.rate)),
     ]
     lines = [f"{label + ':':<17} {value}" for label, value in fields]
     if task.traceback:
         lines += ["traceback:", *("  " + line for line in task.traceback.rstrip().splitlines())]
     return lines
+
+
+def rate_text(rate):
+    """A task's rate limit and its use, in a line ("-": none)."""
+    if rate is None:
+        return "-"
+    text = f"{rate['starts']} starts per {span(rate['seconds'])}, key {rate['key']}"
+    if rate["started"] is not None:
+        text += f"; {rate['started']} started in the last {span(rate['seconds'])}"
+    if rate.get("waiting"):
+        text += "; waiting for its rate limit" + (f", room at {stamp(rate['room_at'], True)}" if rate["room_at"] else "")
+    return text
 
 
 def stats_lines(overview):
@@ -113,6 +126,11 @@ def stats_lines(overview):
     if overview["names"]:
         lines += ["", *table(["NAME", *(s.upper() for s in STATES)],
                              [[row["name"], *(row[s] for s in STATES)] for row in overview["names"]])]
+    if overview["rate_limits"]:
+        lines += ["", *table(["RATE KEY", "LIMIT", "STARTED IN WINDOW", "RESERVED", "QUEUED", "ROOM"],
+                             [[r["key"], f"{r['starts']}/{span(r['seconds'])}", r["started"], r["reserved"],
+                               r["queued"], ("full till " + stamp(r["room_at"], True)) if r["room_at"]
+                               else "full" if r["full"] else "free"] for r in overview["rate_limits"]])]
     now, runners = overview["generated_at"], overview["runners"]
     lines += ["", f"runners: {len(runners)} ({sum(r['lost'] for r in runners)} lost;"
                   f" lost means no heartbeat for {overview['lease']:g}s)"]

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from markupsafe import Markup
 from marshmallow import ValidationError
 
-from db import Session, queues, stats, tasks, workflow_views
+from db import Session, queues, stats, task_views, tasks
 from db.models import FINISHED_STATES, RUNNING, STATES, utcnow
 from service import auth
 from service.runner import registry
@@ -97,7 +97,7 @@ def task_detail(task_id):
     task = tasks.get_task(Session, task_id)
     status = 200 if task is not None else 404
     if task is not None:
-        workflow_views.with_workflows(Session, [task])  # task.workflow: the workflow it is a step of
+        task_views.described(Session, [task])  # task.workflow, task.rate
     return page("task.html", task=task, task_id=task_id, timings=timings(task),
                 now=utcnow()), status
 
