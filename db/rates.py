@@ -14,6 +14,9 @@ from db.dialects import dialect_of
 from db.models import QUEUED, RESERVED, UNFINISHED_STATES, Task, TaskLimit, TaskRateStart
 
 _c = Task.__table__.c
+# Every rate-limited task has a limit_key too: asking for one lets ix_tasks_limit (status,
+# limit_key; on SQLite and PostgreSQL only limited rows) serve, not a scan of the table.
+_RATE_LIMITED = (_c.limit_key.is_not(None), _c.rate_key.is_not(None))
 _starts = TaskRateStart.__table__
 _s = _starts.c
 _KEY = bindparam("rate_key")
@@ -27,7 +30,7 @@ def in_use(now):
     """A subquery of (rate_key, used) for keys with starts still counting or tasks reserved to
     start: a claim takes no more of a key than its limit minus what is used."""
     counting = select(_s.rate_key, func.count().label("n")).where(_s.counts_until > now).group_by(_s.rate_key)
-    reserved = (select(_c.rate_key, func.count().label("n")).where(_c.status == RESERVED, _c.rate_key.is_not(None))
+    reserved = (select(_c.rate_key, func.count().label("n")).where(_c.status == RESERVED, *_RATE_LIMITED)
                 .group_by(_c.rate_key))
     both = union_all(counting, reserved).subquery()
     return select(both.c.rate_key, func.sum(both.c.n).label("used")).group_by(both.c.rate_key).subquery()
@@ -72,7 +75,7 @@ def usage(session, now, keys=None, most=50):
     query = (select(_c.rate_key, func.min(_c.rate_limit).label("starts"), func.min(_c.rate_window).label("seconds"),
                     func.sum(case((_c.status == QUEUED, 1), else_=0)).label("queued"),
                     func.sum(case((_c.status == RESERVED, 1), else_=0)).label("reserved"))
-             .where(_c.status.in_(UNFINISHED_STATES), _c.rate_key.is_not(None))
+             .where(_c.status.in_(UNFINISHED_STATES), *_RATE_LIMITED)
              .group_by(_c.rate_key).order_by(text("queued DESC"), _c.rate_key).limit(most))
     if keys is not None:
         query = query.where(_c.rate_key.in_(list(keys)))

@@ -45,7 +45,7 @@ def test_the_relay_takes_unpublished_due_rows_once_and_long_published_ones_again
     assert {fresh, recent, not_due}.isdisjoint(task_id for task_id, _ in taken)
     # Requeued by a retry: unpublished again, so the relay publishes it when due.
     claim = claims.claim_delivered(session, [stale[0]], "host:1:a")[0]
-    assert attempt_writes.start_task(session, claim, "host:1:a")
+    assert attempt_writes.start_task(session, claim, "host:1:a") == attempt_writes.STARTED
     attempt_writes.requeue_attempt(session, claim, "host:1:a", now - dt.timedelta(seconds=5), "transient")
     session.commit()
     assert publishing.take_unpublished(session, 100, 30, 2, now=now) == [(stale[0], "default")]

@@ -74,7 +74,7 @@ def test_claims_stop_at_the_limit_and_take_the_next_when_one_finishes(session):
     assert [claim.id for claim in first] == ids[:2]
     assert claims.claim_due(session, "b", 8) == []  # both slots are held while reserved
     session.commit()
-    assert attempt_writes.start_task(session, first[0], "a")
+    assert attempt_writes.start_task(session, first[0], "a") == attempt_writes.STARTED
     assert attempt_writes.finish_task(session, first[0], "a", "succeeded")
     session.commit()
     assert [claim.id for claim in claims.claim_due(session, "b", 8)] == ids[2:3]
@@ -137,7 +137,7 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
     session.commit()
     [claim] = claims.claim_delivered(session, [ids[0]], "w")
     session.commit()
-    assert attempt_writes.start_task(session, claim, "w")
+    assert attempt_writes.start_task(session, claim, "w") == attempt_writes.STARTED
     assert attempt_writes.finish_task(session, claim, "w", "succeeded")
     session.commit()
     assert publishing.take_unpublished(session, 10, None, grace=0) == [(ids[2], "default")]
@@ -146,7 +146,7 @@ def test_the_relay_publishes_no_more_of_a_key_than_its_free_slots(session):
 def test_a_slot_held_past_its_lease_frees_when_the_task_is_requeued(session):
     ids = enqueue(session, "limited", 3)
     for claim in claims.claim_due(session, "dead", 8):
-        assert attempt_writes.start_task(session, claim, "dead")
+        assert attempt_writes.start_task(session, claim, "dead") == attempt_writes.STARTED
     session.commit()
     session.execute(update(Task).where(Task.status == "running")
                     .values(heartbeat_at=utcnow() - dt.timedelta(seconds=60)))

@@ -69,7 +69,7 @@ def test_a_reserved_task_of_a_lost_process_goes_back_to_its_place_in_line(databa
     session.commit()
     row = task_row(ids[0])
     assert (row.status, row.owner, row.attempts, row.run_after) == ("queued", None, 0, due_before)
-    assert not attempt_writes.start_task(session, taken[0], "lost:1:a")  # the lost process cannot start it
+    assert attempt_writes.start_task(session, taken[0], "lost:1:a") == attempt_writes.GONE  # the lost process cannot start it
     assert [claim.id for claim in claims.claim_unlimited(session, "alive:1:b", 3)] == ids
 
 
@@ -197,7 +197,7 @@ def test_a_heartbeat_skips_a_held_row_a_finishing_transaction_has_locked(databas
     session.commit()
     finishing = session_factory()
     try:
-        assert attempt_writes.start_task(finishing, taken[1], "w:1:a")  # holds the row of ids[1]
+        assert attempt_writes.start_task(finishing, taken[1], "w:1:a") == attempt_writes.STARTED  # holds the row of ids[1]
         with db.session_scope() as beat:
             beat.execute(text(LOCK_WAIT_OF_2_SECONDS[beat.get_bind().dialect.name]))  # fail fast, not hang
             assert attempt_writes.heartbeat(beat, "w:1:a", ids) == 1  # ids[0] refreshed, ids[1] skipped

@@ -163,7 +163,7 @@ def test_fifty_members_finishing_at_once_insert_the_callback_exactly_once(databa
     with db.session_scope() as session:
         taken = claims.claim_due(session, "finisher", 50)
         for claim in taken:
-            assert attempt_writes.start_task(session, claim, "finisher")
+            assert attempt_writes.start_task(session, claim, "finisher") == attempt_writes.STARTED
     assert sorted(claim.id for claim in taken) == sorted(started)
     barrier = threading.Barrier(len(taken))
     errors = []

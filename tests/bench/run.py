@@ -20,7 +20,7 @@ import db
 from db import users
 from db.models import SUCCEEDED, UNFINISHED_STATES, Task, utcnow
 from db.reset import reset_database_and_commit
-from tests.bench import article, celery_race, wakeup, watch, workflow
+from tests.bench import article, celery_race, flow, wakeup, watch, workflow
 from tests.bench.big import bench_big, report_rows
 from tests.bench.client import load, spread, summarize
 from tests.bench.monitor import Monitor
@@ -213,7 +213,7 @@ def bench_overhead(server, total):
 
 
 SERVED = ("enqueue", "drain", "bounded", "overhead", "dashboard", "workflow")  # one database and server for these
-PARTS = SERVED + ("wakeup", "big", "article")  # wakeup, big and article run their own processes
+PARTS = SERVED + ("wakeup", "flow", "big", "article")  # these run their own processes
 
 
 def run_served(kind, parts, scale):
@@ -262,6 +262,8 @@ def main():
         results.update(run_served(options.db, parts, scale))
     if "wakeup" in parts:
         results["wakeup"] = run_wakeup(options.db, 200 // scale)
+    if "flow" in parts:
+        results["flow"] = run_flow(options.db, 3000 // scale)
     if "big" in parts:
         url = database_url(options.db, "big.db", MYSQL_BIG_DB)
         results["big"] = bench_big(url, options.db, scale)
@@ -279,6 +281,16 @@ def run_wakeup(kind, total):
     db.init_engine(url, pool_size=2)
     try:
         return wakeup.bench_wakeup(url, kind, total, pathlib.Path(ROOT, "var", "bench"), reset)
+    finally:
+        db.dispose_engine()
+
+
+def run_flow(kind, total):
+    """Plain drain beside rate limits, on a fresh database."""
+    url = database_url(kind)
+    db.init_engine(url, pool_size=2)
+    try:
+        return flow.bench_flow(url, kind, total, pathlib.Path(ROOT, "var", "bench"), reset)
     finally:
         db.dispose_engine()
 
@@ -346,6 +358,8 @@ def report(r):
         rows += wakeup.report_rows(r["wakeup"])
     if "workflow" in r:
         rows += workflow.report_rows(r["workflow"])
+    if "flow" in r:
+        rows += flow.report_rows(r["flow"])
     if "big" in r:
         rows += report_rows(r["big"])
     if "article" in r:
