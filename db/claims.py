@@ -17,7 +17,7 @@ import time
 
 from sqlalchemy import bindparam, func, or_, select, update
 
-from db import rates
+from db import rates, workflows
 from db.dialects import Taking, by_primary_key, dialect_of
 from db.attempt_writes import new_value
 from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
@@ -40,6 +40,8 @@ class Claim:
     rate_key: str | None = None  # its rate limit's key: its start is counted there
     rate_limit: int | None = None  # starts allowed in any rate_window seconds
     rate_window: float | None = None
+    # (workflow step, its parent) as the claim read them (with_steps); a step holds a dict
+    step: tuple | None = dataclasses.field(default=None, compare=False, hash=False)
 
     def order(self):
         """Its place in claim order: highest priority, then earliest due, then oldest."""
@@ -73,6 +75,16 @@ _RESERVED_BY_US = (select(*CLAIM_COLUMNS)
                    .where(_c.id.in_(_IDS), _c.owner == new_value("owner"), _c.status == RESERVED,
                           _c.heartbeat_at == bindparam("v_now", type_=_c.heartbeat_at.type))
                    .order_by(*CLAIM_ORDER))
+
+
+def with_steps(session, claims):
+    """The claims, those of workflow steps with their step and its parent read in one go."""
+    node_ids = [claim.workflow_node for claim in claims if claim.workflow_node is not None]
+    if not node_ids:
+        return claims
+    found = workflows.steps_and_parents(session, node_ids)
+    return [dataclasses.replace(claim, step=found.get(claim.workflow_node)) if claim.workflow_node is not None
+            else claim for claim in claims]
 
 
 def _as_reserved(row):
@@ -123,7 +135,7 @@ def claim_unlimited(session, owner, limit, queues=None):
         params["queues"] = list(queues)
     # Core statements on the session's connection: past the ORM's bulk-update machinery.
     rows = dialect_of(session).take(session.connection(), _UNLIMITED[queues is not None], params)
-    return sorted((Claim(*row) for row in rows), key=Claim.order)
+    return with_steps(session, sorted((Claim(*row) for row in rows), key=Claim.order))
 
 
 # Slots taken per limit key: its reserved and running tasks (ix_tasks_limit: status, limit_key).
@@ -207,7 +219,7 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None):
         return []
     reserved = {"ids": ids, "v_owner": owner, "v_now": now}
     session.execute(_RESERVE_IDS, reserved)
-    return [Claim(*row) for row in session.execute(_RESERVED_BY_US, reserved)]
+    return with_steps(session, [Claim(*row) for row in session.execute(_RESERVED_BY_US, reserved)])
 
 
 _GIVE_BACK = by_primary_key(
@@ -252,7 +264,7 @@ def claim_delivered(session, task_ids, owner):
     now = utcnow()
     params = {"ids": list(task_ids), "now": now, "v_owner": owner, "v_now": now}
     taken = session.execute(_DELIVERED, params).rowcount
-    claims = [Claim(*row) for row in session.execute(_RESERVED_BY_US, params)] if taken else []
+    claims = with_steps(session, [Claim(*row) for row in session.execute(_RESERVED_BY_US, params)]) if taken else []
     if len(claims) < len(params["ids"]):
         rest = sorted(set(params["ids"]) - {claim.id for claim in claims})
         claims += claim_limited(session, owner, len(rest), task_ids=rest)

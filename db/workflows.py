@@ -74,6 +74,12 @@ _counters = WorkflowCounter.__table__.c
 _NODE_AND_PARENT = (select(*(_n[column.key] for column in _NODE_COLUMNS),
                            *(_parent.c[column.key] for column in _NODE_COLUMNS))
                     .outerjoin(_parent, _parent.c.id == _n.parent_id).where(_n.id == bindparam("node_id")))
+_STEPS_AND_PARENTS = (select(*(_n[column.key] for column in _NODE_COLUMNS),
+                             *(_parent.c[column.key] for column in _NODE_COLUMNS))
+                      .outerjoin(_parent, _parent.c.id == _n.parent_id)
+                      .where(_n.id.in_(bindparam("node_ids", expanding=True))))
+_END_TASK_STEP = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == ACTIVE,
+                                      _n.task_id == bindparam("step_task")).values(status=bindparam("to_status"))
 _MOVE = update(_nodes).where(_n.id == bindparam("node_id"), _n.status == bindparam("from_status")).values(
     status=bindparam("to_status"))
 _SHARD = (_counters.node_id == bindparam("group_id"), _counters.shard == bindparam("shard_no"))
@@ -94,6 +100,20 @@ def node_and_parent(session, node_id):
         return None, None
     width = len(_NODE_COLUMNS)
     return Node(*row[:width]), (Node(*row[width:]) if row[width] is not None else None)
+
+
+def steps_and_parents(session, node_ids):
+    """{step id: (the step, its parent or None)} for these steps, in one read (claims read the
+    steps of the tasks they take, so their ends need not)."""
+    rows = session.connection().execute(_STEPS_AND_PARENTS, {"node_ids": list(node_ids)})
+    width = len(_NODE_COLUMNS)
+    return {row[0]: (Node(*row[:width]), Node(*row[width:]) if row[width] is not None else None) for row in rows}
+
+
+def end_task_step(session, node_id, task_id, to_status):
+    """Move an active task step that task_id runs to to_status; True if this transaction did (only one can)."""
+    params = {"node_id": node_id, "step_task": task_id, "to_status": to_status}
+    return session.connection().execute(_END_TASK_STEP, params).rowcount == 1
 
 
 def steps_of(session, parent_id):

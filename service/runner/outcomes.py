@@ -187,7 +187,8 @@ def finish(session, claim, owner, status, **values):
     if not attempt_writes.finish_task(session, claim, owner, status, **values):
         return False
     if claim.workflow_node is not None:
-        workflows.task_ended(session, claim.workflow_node, claim.id, (status, values.get("error"), claim.name))
+        workflows.task_ended(session, claim.workflow_node, claim.id, (status, values.get("error"), claim.name),
+                             claim.step)
     return True
 
 

@@ -95,14 +95,17 @@ def retried_with(session, task):
     return node.workflow_id if node is not None and node.position != steps.ON_ERROR else None
 
 
-def task_ended(session, node_id, task_id, ending=None):
+def task_ended(session, node_id, task_id, ending=None, step=None):
     """In the transaction that ended task_id, settle the step it ran and what that moves.
-    ending: the task's (status, error, name) if the caller knows them (else they are read)."""
-    node, parent = steps.node_and_parent(session, node_id)
-    if node is None or node.status != ACTIVE or node.task_id != task_id:
+    ending: the task's (status, error, name) if the caller knows them (else they are read);
+    step: (the step, its parent) as its claim read them (else they are read). What a step
+    and its parent are does not change while its task runs; their status is checked by
+    the guarded writes."""
+    node, parent = step or steps.node_and_parent(session, node_id)
+    if node is None:
         return
     status, error, name = ending or steps.task_ending(session, task_id)
-    if status not in FINISHED_STATES or not steps.move(session, node.id, ACTIVE, status):
+    if status not in FINISHED_STATES or not steps.end_task_step(session, node.id, task_id, status):
         return
     starter = Starter(session)
     _settled(session, starter, node, status, {"task_id": task_id, "name": name, "error": error}, parent)
