@@ -177,24 +177,56 @@ def fitting_limited_ids(now):
 
 
 def _limited_statements(served, given):
-    """(keys of due limited rows, ids that fit their key's free slots in claim order)."""
+    """(the keys of due limited rows with their limits, ids that fit their key's free slots
+    in claim order)."""
     where = [*due_terms(), _c.limit_key.is_not(None)]
     if served:
         where.append(_c.queue.in_(bindparam("queues", expanding=True)))
     if given:
         where.append(_c.id.in_(_IDS))
-    keys = select(_c.limit_key).where(*where).distinct()
+    keys = (select(_c.limit_key, _c.rate_key, func.min(_c.concurrency).label("concurrency"),
+                   func.min(_c.rate_limit).label("rate_limit"))
+            .where(*where).group_by(_c.limit_key, _c.rate_key))
     fitting = _fitting([*where, _c.limit_key.in_(bindparam("keys", expanding=True))])
     return keys, fitting.limit(bindparam("limit"))
+
+
+_HELD_OF_KEYS = (select(_c.limit_key, func.count())
+                 .where(_c.status.in_(HELD_STATES), _c.limit_key.in_(bindparam("keys", expanding=True)))
+                 .group_by(_c.limit_key))
+
+
+def _keys_with_room(session, groups, now, on_full):
+    """The limit keys among groups (due rows' keys and limits) with a free slot and rate room
+    now. on_full(when, none_open) hears of full keys: when a full rate key's next logged
+    start stops counting (None: no rate key is full), and whether no key had room at all.
+
+    Most claims while a rate key is full find no room: they then skip the ranking of its
+    waiting rows, which costs as much as the rows waiting."""
+    keys = sorted({group.limit_key for group in groups})
+    held = dict(session.execute(_HELD_OF_KEYS, {"keys": keys}).all())
+    used = rates.used_by(session, {group.rate_key for group in groups if group.rate_key is not None}, now)
+    open_keys, full_rates = set(), []
+    for group in groups:
+        slot = group.concurrency is None or held.get(group.limit_key, 0) < group.concurrency
+        room = group.rate_key is None or used.get(group.rate_key, 0) < group.rate_limit
+        if slot and room:
+            open_keys.add(group.limit_key)
+        if not room:
+            full_rates.append(group.rate_key)
+    if on_full is not None and (full_rates or not open_keys):
+        on_full(rates.next_opening(session, now, full_rates) if full_rates else None, not open_keys)
+    return sorted(open_keys)
 
 
 _LIMITED = {(served, given): _limited_statements(served, given)
             for served in (False, True) for given in (False, True)}
 
 
-def claim_limited(session, owner, limit, queues=None, task_ids=None):
-    """Reserve up to limit due limited tasks for owner, none beyond its key's concurrency;
-    return their Claims in claim order. queues: only those (all if None); task_ids: only those.
+def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=None):
+    """Reserve up to limit due limited tasks for owner, none beyond its key's concurrency or its
+    rate key's room; return their Claims in claim order. queues: only those (all if None);
+    task_ids: only those; on_full(when, none_open): called when keys are full (_keys_with_room).
 
     Claimers of one key take turns: each first writes the key's task_limits row
     (a row lock on MySQL, the write lock on SQLite) and only then counts its
@@ -208,12 +240,15 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None):
         params["queues"] = list(queues)
     if task_ids is not None:
         params["ids"] = list(task_ids)
-    keys = sorted(session.scalars(keys_of, params))
-    if not keys:
+    groups = session.execute(keys_of, params).all()
+    if not groups:
         return []
     # Take the keys' turns, in one order everywhere so two claimers cannot deadlock.
     session.execute(dialect_of(session).insert_or_keep(TaskLimit.__table__),
-                    [{"limit_key": key, "created_at": now} for key in keys])
+                    [{"limit_key": key, "created_at": now} for key in sorted({g.limit_key for g in groups})])
+    keys = _keys_with_room(session, groups, now, on_full)
+    if not keys:
+        return []
     ids = list(session.scalars(fitting, {**params, "keys": keys, "limit": limit}))
     if not ids:
         return []
@@ -234,10 +269,11 @@ def give_back(session, task_ids, owner):
         session.execute(_GIVE_BACK, {"ids": list(task_ids), "v_owner": owner})
 
 
-def claim_due(session, owner, limit, queues=None):
-    """Reserve the first limit due tasks, limited or not, in claim order; return their Claims."""
+def claim_due(session, owner, limit, queues=None, on_full=None):
+    """Reserve the first limit due tasks, limited or not, in claim order; return their Claims.
+    on_full as claim_limited takes it."""
     unlimited = claim_unlimited(session, owner, limit, queues)
-    limited = claim_limited(session, owner, limit, queues)
+    limited = claim_limited(session, owner, limit, queues, on_full=on_full)
     if not limited:
         return unlimited
     claims = sorted(unlimited + limited, key=Claim.order)
@@ -284,27 +320,35 @@ class Claimer:
     any limited task waits (looked up at most every `every` seconds), so that rows queued
     under a declaration a deploy has since removed are still claimed.
 
-    The limited step costs every claim a few statements: taken only when needed. Where
-    rate limits are declared, a claim also learns when the next logged start stops
-    counting (room_in), so a rate-limited task waits for its room, not for the next poll.
+    The limited step costs every claim a few statements, and reads every waiting limited
+    row: taken only when needed. After one that found every waiting key full, the next
+    claims leave it out for `pause` seconds (or until a full rate key has room, if
+    sooner), so tasks no limit governs are not slowed by a backlog that cannot run: a
+    slot freed meanwhile is taken up to `pause` seconds later. A claim that finds a rate
+    key full learns when it has room again (room_in), so its tasks wait for that room,
+    not for the next poll.
     """
 
-    def __init__(self, declares_limits, declares_rates=lambda: False, every=1.0):
+    def __init__(self, declares_limits, every=1.0, pause=0.1):
         self.declares_limits = declares_limits  # () -> bool
-        self.declares_rates = declares_rates  # () -> bool
         self.every = every
+        self.pause = pause
         self._looked_at = -float("inf")
         self._waiting = False
-        self._next_room = None  # when a rate limit's next logged start stops counting
+        self._next_room = None  # when a full rate key the last claim met has room again
+        self._limited_after = -float("inf")  # monotonic time before which the limited step is left out
 
     def claim(self, session, owner, limit, queues=None):
         """claim_due() if limited tasks may wait, else claim_unlimited()."""
-        if self.declares_limits() or self._some_waiting(session):
-            taken = claim_due(session, owner, limit, queues)
-            if self.declares_rates():
-                self._next_room = rates.next_opening(session, utcnow())
-            return taken
+        if time.monotonic() >= self._limited_after and (self.declares_limits() or self._some_waiting(session)):
+            self._next_room = None
+            return claim_due(session, owner, limit, queues, on_full=self._full)
         return claim_unlimited(session, owner, limit, queues)
+
+    def _full(self, when, none_open):
+        self._next_room = when
+        if none_open:
+            self._limited_after = time.monotonic() + min(self.pause, self.room_in())
 
     def room_in(self):
         """Seconds till a rate limit may have room again (inf if none is counting)."""

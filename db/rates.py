@@ -55,9 +55,18 @@ def log_start(session, rate_key, window, now):
                                                     "counts_until": now + dt.timedelta(seconds=window)})
 
 
-def next_opening(session, now):
-    """The earliest time a logged start stops counting, or None: a claim may then find room."""
-    return session.scalar(select(func.min(_s.counts_until)).where(_s.counts_until > now))
+def used_by(session, rate_keys, now):
+    """{rate key: its starts still counting plus its tasks reserved to start} for these keys."""
+    if not rate_keys:
+        return {}
+    use = in_use(now)
+    return dict(session.execute(select(use.c.rate_key, use.c.used).where(use.c.rate_key.in_(sorted(rate_keys)))).all())
+
+
+def next_opening(session, now, rate_keys):
+    """The earliest time a logged start of these keys stops counting, or None: a claim may then find room."""
+    return session.scalar(select(func.min(_s.counts_until)).where(_s.rate_key.in_(sorted(rate_keys)),
+                                                                   _s.counts_until > now))
 
 
 def prune(session, now, batch=1000):

@@ -133,10 +133,6 @@ class TaskRegistry:
         """Return the registered names, sorted."""
         return sorted(self._specs)
 
-    def has_rate_limits(self):
-        """True if a registered task has a rate limit."""
-        return any(spec.rate is not None for spec in self._specs.values())
-
     def has_limits(self):
         """True if a registered task has a concurrency or rate limit."""
         return self._limited
