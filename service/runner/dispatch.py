@@ -6,6 +6,7 @@ import threading
 import time
 
 from db import Session, claims, attempt_writes, session_scope
+from db.attempt_writes import STARTED
 from service.runner.attempt import Attempt
 from service.runner.registry import registry
 
@@ -52,9 +53,8 @@ class Dispatcher:
                 Session.remove()
             if claimed_all and not failures:
                 continue  # there may be more due work right now
-            timeout = self.config.poll_interval * min(2**failures, 20)
-            if not failures:  # a rate limit's room may open sooner than the next poll
-                timeout = min(timeout, self._claimer.room_in())
+            timeout = min(self.config.poll_interval * min(2**failures, 20),  # or when a rate has room
+                          self._claimer.room_in() if not failures else float("inf"))
             if self._wake.wait(timeout) and self._submitted:
                 # Under a stream of submits, gather a few before the next claim
                 # instead of running one claim transaction per submitted task.
@@ -79,17 +79,13 @@ class Dispatcher:
         start a commit), and where claims ride in commits (SQLite) claim the next batch in it
         too. Yields a list holding, once the block has committed, that next attempt if any.
 
-        On SQLite the finishing task already holds the one write lock, so a claim there
-        waits for nobody (the dispatcher's would queue behind the busy workers). The
-        heartbeat skips rows another transaction holds, so it cannot deadlock with this.
-        """
+        On SQLite the finishing task holds the one write lock, so a claim there waits for nobody;
+        the heartbeat skips rows another transaction holds, so it cannot deadlock with this."""
         following = self.jobs.take_waiting()
         after = []
         try:
-            # A rate-limited start may be put off: outcomes.started makes it in its own commit.
-            started = (following is not None and following.claim.rate_key is None
-                       and attempt_writes.start_task(session, following.claim, self.process.owner)
-                       == attempt_writes.STARTED)
+            started = (following is not None and following.claim.rate_key is None  # a rated start: its own commit
+                       and attempt_writes.start_task(session, following.claim, self.process.owner) == STARTED)
             with self.claim_in(session) if self.claims_ride_in_commits else contextlib.nullcontext():
                 yield after
         except BaseException:
