@@ -15,12 +15,12 @@ import dataclasses
 import datetime as dt
 import time
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, select, update
 
-from db import rates, workflows
+from db import fitting, rates, workflows
 from db.dialects import Taking, by_primary_key, dialect_of
 from db.attempt_writes import new_value
-from db.models import HELD_STATES, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
+from db.models import CLAIM_ORDER, QUEUED, RESERVED, Task, TaskLimit, TaskQueue, utcnow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,6 @@ _table = Task.__table__
 _c = _table.c
 _NOW = bindparam("now", type_=_c.run_after.type)
 _IDS = bindparam("ids", expanding=True)
-CLAIM_ORDER = (_c.priority.desc(), _c.run_after, _c.id)
 CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
                  _c.cancel_requested, _c.run_after, _c.priority, _c.workflow_node,
                  _c.rate_key, _c.rate_limit, _c.rate_window)  # Claim's fields, in order
@@ -138,85 +137,14 @@ def claim_unlimited(session, owner, limit, queues=None):
     return with_steps(session, sorted((Claim(*row) for row in rows), key=Claim.order))
 
 
-# Slots taken per limit key: its reserved and running tasks (ix_tasks_limit: status, limit_key).
-_held = _table.alias("held")
-HELD_PER_KEY = (select(_held.c.limit_key, func.count().label("held"))
-                .where(_held.c.status.in_(HELD_STATES), _held.c.limit_key.is_not(None))
-                .group_by(_held.c.limit_key))
-
-
-def _fitting(where, now=_NOW):
-    """The ids of the rows matching where that fit their key's free slots and their rate key's
-    room, in claim order, counting the ones ahead of them in claim order as taken."""
-    held = HELD_PER_KEY.subquery()
-    used = rates.in_use(now)
-    ranked = (
-        # A key's limit is the lowest among its waiting tasks (a deploy may have changed it).
-        select(_c.id, _c.priority, _c.run_after,
-               func.min(_c.concurrency).over(partition_by=_c.limit_key).label("concurrency"),
-               func.coalesce(held.c.held, 0).label("held"),
-               func.row_number().over(partition_by=_c.limit_key, order_by=CLAIM_ORDER).label("place"),
-               func.min(_c.rate_limit).over(partition_by=_c.rate_key).label("rate_limit"),
-               func.coalesce(used.c.used, 0).label("used"),
-               func.row_number().over(partition_by=_c.rate_key, order_by=CLAIM_ORDER).label("rate_place"))
-        .select_from(_table.outerjoin(held, held.c.limit_key == _c.limit_key)
-                     .outerjoin(used, used.c.rate_key == _c.rate_key))
-        .where(*where)
-        .subquery()
-    )
-    fits_slots = or_(ranked.c.concurrency.is_(None), ranked.c.held + ranked.c.place <= ranked.c.concurrency)
-    fits_rate = or_(ranked.c.rate_limit.is_(None), ranked.c.used + ranked.c.rate_place <= ranked.c.rate_limit)
-    return (select(ranked.c.id).where(fits_slots, fits_rate)
-            .order_by(ranked.c.priority.desc(), ranked.c.run_after, ranked.c.id))
-
-
-def fitting_limited_ids(now):
-    """The ids of due limited tasks that fit their key's free slots (the Celery relay
-    publishes only those)."""
-    return _fitting([*due_terms(now), _c.limit_key.is_not(None)], now)
-
-
 def _limited_statements(served, given):
-    """(the keys of due limited rows with their limits, ids that fit their key's free slots
-    in claim order)."""
+    """(the keys of due limited rows with their limits, the first rows of open keys)."""
     where = [*due_terms(), _c.limit_key.is_not(None)]
     if served:
         where.append(_c.queue.in_(bindparam("queues", expanding=True)))
     if given:
         where.append(_c.id.in_(_IDS))
-    keys = (select(_c.limit_key, _c.rate_key, func.min(_c.concurrency).label("concurrency"),
-                   func.min(_c.rate_limit).label("rate_limit"))
-            .where(*where).group_by(_c.limit_key, _c.rate_key))
-    fitting = _fitting([*where, _c.limit_key.in_(bindparam("keys", expanding=True))])
-    return keys, fitting.limit(bindparam("limit"))
-
-
-_HELD_OF_KEYS = (select(_c.limit_key, func.count())
-                 .where(_c.status.in_(HELD_STATES), _c.limit_key.in_(bindparam("keys", expanding=True)))
-                 .group_by(_c.limit_key))
-
-
-def _keys_with_room(session, groups, now, on_full):
-    """The limit keys among groups (due rows' keys and limits) with a free slot and rate room
-    now. on_full(when, none_open) hears of full keys: when a full rate key's next logged
-    start stops counting (None: no rate key is full), and whether no key had room at all.
-
-    Most claims while a rate key is full find no room: they then skip the ranking of its
-    waiting rows, which costs as much as the rows waiting."""
-    keys = sorted({group.limit_key for group in groups})
-    held = dict(session.execute(_HELD_OF_KEYS, {"keys": keys}).all())
-    used = rates.used_by(session, {group.rate_key for group in groups if group.rate_key is not None}, now)
-    open_keys, full_rates = set(), []
-    for group in groups:
-        slot = group.concurrency is None or held.get(group.limit_key, 0) < group.concurrency
-        room = group.rate_key is None or used.get(group.rate_key, 0) < group.rate_limit
-        if slot and room:
-            open_keys.add(group.limit_key)
-        if not room:
-            full_rates.append(group.rate_key)
-    if on_full is not None and (full_rates or not open_keys):
-        on_full(rates.next_opening(session, now, full_rates) if full_rates else None, not open_keys)
-    return sorted(open_keys)
+    return fitting.keys_waiting(where), fitting.first_of_keys(where)
 
 
 _LIMITED = {(served, given): _limited_statements(served, given)
@@ -226,7 +154,8 @@ _LIMITED = {(served, given): _limited_statements(served, given)
 def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=None):
     """Reserve up to limit due limited tasks for owner, none beyond its key's concurrency or its
     rate key's room; return their Claims in claim order. queues: only those (all if None);
-    task_ids: only those; on_full(when, none_open): called when keys are full (_keys_with_room).
+    task_ids: only those. on_full(when, none_open) hears of full keys: when a full rate key's
+    next logged start stops counting (None: no rate key is full), and whether no key had room.
 
     Claimers of one key take turns: each first writes the key's task_limits row
     (a row lock on MySQL, the write lock on SQLite) and only then counts its
@@ -234,7 +163,7 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=Non
     held by a process that died frees when lease recovery requeues its task.
     """
     now = utcnow()
-    keys_of, fitting = _LIMITED[queues is not None, task_ids is not None]
+    keys_of, first_of_keys = _LIMITED[queues is not None, task_ids is not None]
     params = {"now": now}
     if queues is not None:
         params["queues"] = list(queues)
@@ -246,10 +175,14 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=Non
     # Take the keys' turns, in one order everywhere so two claimers cannot deadlock.
     session.execute(dialect_of(session).insert_or_keep(TaskLimit.__table__),
                     [{"limit_key": key, "created_at": now} for key in sorted({g.limit_key for g in groups})])
-    keys = _keys_with_room(session, groups, now, on_full)
+    room = fitting.Room.read(session, groups, now)
+    keys = room.open_keys(groups)
+    if on_full is not None and (room.full_rates or not keys):
+        on_full(rates.next_opening(session, now, room.full_rates) if room.full_rates else None, not keys)
     if not keys:
         return []
-    ids = list(session.scalars(fitting, {**params, "keys": keys, "limit": limit}))
+    rows = session.execute(first_of_keys, {**params, "keys": keys, "cap": room.cap(groups, limit)})
+    ids = room.pick(rows, limit)
     if not ids:
         return []
     reserved = {"ids": ids, "v_owner": owner, "v_now": now}

@@ -163,6 +163,10 @@ NODE_STATES = (WAITING, ACTIVE, SUCCEEDED, FAILED, CANCELLED)
 WORKFLOW_STATES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
 
+# The order claims take due tasks in (ix_tasks_claim serves it): highest priority, earliest due, oldest.
+CLAIM_ORDER = (Task.__table__.c.priority.desc(), Task.__table__.c.run_after, Task.__table__.c.id)
+
+
 class Workflow(Base):
     """Tasks run as a chain, group or chord: its status, and what failed it."""
 

@@ -6,11 +6,11 @@ claims, so a duplicate, late or stray delivery claims nothing.
 """
 import datetime as dt
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 
-from db import claims
+from db import claims, fitting
 from db.dialects import Taking, by_primary_key, dialect_of
-from db.models import QUEUED, Task, utcnow
+from db.models import CLAIM_ORDER, QUEUED, Task, utcnow
 
 _table = Task.__table__
 _c = _table.c
@@ -52,10 +52,8 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     if republish_after is not None:
         unpublished = or_(unpublished, _c.published_at < now - dt.timedelta(seconds=republish_after))
     due = (*claims.due_terms(now), unpublished,
-           # A limited task only while it fits its key's free slots, counting the ones
-           # ahead of it (published or not) as taken: no message a worker must send back.
-           or_(_c.limit_key.is_(None), _c.id.in_(claims.fitting_limited_ids(now))))
-    pick = select(*_PUBLISH_COLUMNS).where(*due).order_by(*claims.CLAIM_ORDER).limit(limit)
+           or_(_c.limit_key.is_(None), _c.id.in_(_fitting_limited(session, now, unpublished, limit))))
+    pick = select(*_PUBLISH_COLUMNS).where(*due).order_by(*CLAIM_ORDER).limit(limit)
     taking = Taking(
         **claims.update_picked(pick.with_only_columns(_c.id).with_for_update(skip_locked=True), due,
                                {"published_at": now}, _PUBLISH_COLUMNS),
@@ -63,3 +61,19 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     rows = sorted(dialect_of(session).take(session.connection(), taking, {"when": now}),
                   key=lambda row: (-row.priority, row.run_after, row.id))  # RETURNING has no order
     return [(row.id, row.queue) for row in rows]
+
+
+def _fitting_limited(session, now, unpublished, limit):
+    """The ids of up to limit due limited tasks matching unpublished that fit their key's free
+    slots and rate room, counting the ones ahead of them (published or not) as taken: no
+    message a worker must send back."""
+    where = [*claims.due_terms(now), _c.limit_key.is_not(None)]
+    groups = session.execute(fitting.keys_waiting(where)).all()
+    room = fitting.Room.read(session, groups, now) if groups else None
+    keys = room.open_keys(groups) if groups else []
+    if not keys:
+        return []
+    # Rows handed out already take their room too: read up to twice the limit of each key.
+    rows = session.execute(fitting.first_of_keys(where, case((unpublished, True), else_=False).label("offered")),
+                           {"keys": keys, "cap": room.cap(groups, 2 * limit)})
+    return room.pick(rows, limit, offered=lambda row: row.offered)

@@ -250,3 +250,9 @@ def rated_per_customer(ctx, customer, seconds):
 @task("rated_slowly", schema=Rated, rate_limit="3/60s")
 def rated_slowly(ctx, customer, seconds):
     """At most 3 start in any minute: the claim and start tests' limit."""
+
+
+@task("rated_slowly_one_each", schema=Rated, rate_limit="3/60s", concurrency=1, concurrency_key="customer")
+def rated_slowly_one_each(ctx, customer, seconds):
+    """One at a time per customer, at most 3 starts in any minute for all customers together."""
+    time.sleep(seconds)

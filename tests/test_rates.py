@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 import db
-from db import attempt_writes, claims, stats, task_views
+from db import attempt_writes, claims, publishing, stats, task_views
 from db.models import QUEUED, RESERVED, Task, TaskRateStart, utcnow
 from service.runner import submit
 from service.runner.limits import RateLimit, parse_rate
@@ -74,6 +74,29 @@ def test_a_claim_takes_no_more_than_the_rate_has_room_for(session):
     session.commit()
     assert claims.claim_due(session, "two", 10) == []  # the three starts still count
     assert count_rows(TaskRateStart) == 3
+
+
+def one_each(session, customers, per_customer):
+    """Queue per_customer tasks of rated_slowly_one_each for each customer, in that order."""
+    return [task_id for customer in customers for task_id in enqueue(session, "rated_slowly_one_each", per_customer,
+                                                                        customer=customer)]
+
+
+def test_a_claim_fills_the_rate_from_every_key_with_a_free_slot(session):
+    # c0 c0 c1 c1 ...: each customer one slot, all of them 3 starts a minute.
+    ids = one_each(session, ["c0", "c1", "c2", "c3", "c4"], 2)
+    taken = claims.claim_due(session, "one", 10)
+    session.commit()
+    assert [claim.id for claim in taken] == [ids[0], ids[2], ids[4]]  # the first of c0, c1, c2
+    assert claims.claim_due(session, "two", 10) == []
+
+
+def test_the_relay_publishes_what_fits_counting_what_it_published_before(session):
+    ids = one_each(session, ["c0", "c1", "c2", "c3", "c4"], 2)
+    assert [task_id for task_id, _ in publishing.take_unpublished(session, 10, None, 0)] == [ids[0], ids[2], ids[4]]
+    session.commit()
+    # Published and not yet claimed: they hold the rate's room, so nothing more goes out.
+    assert publishing.take_unpublished(session, 10, None, 0) == []
 
 
 def test_a_start_over_the_rate_goes_back_to_the_queue_with_its_attempt_not_counted(session):

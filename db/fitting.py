@@ -1,0 +1,103 @@
+"""Which due limited tasks fit now: their limit key's free slots and their rate key's room.
+
+Decided in Python from three small reads, not in one ranking statement (MariaDB ran
+that one's joins once per waiting row: a third of a second with 2,000 waiting):
+1. the keys with due limited tasks, with their limits (`keys_waiting`);
+2. what each key holds (reserved and running tasks) and what of each rate is used (Room.read);
+3. each open key's first rows in claim order, no more than the most any key has room for
+   (`first_of_keys`); Room.pick then takes them in claim order while their keys have room.
+"""
+import dataclasses
+
+from sqlalchemy import bindparam, func, select
+
+from db import rates
+from db.models import CLAIM_ORDER, HELD_STATES, Task
+
+_c = Task.__table__.c
+_KEYS = bindparam("keys", expanding=True)
+
+
+def keys_waiting(where):
+    """(limit_key, rate_key, concurrency, rate_limit) of the rows matching where."""
+    return (select(_c.limit_key, _c.rate_key, func.min(_c.concurrency).label("concurrency"),
+                   func.min(_c.rate_limit).label("rate_limit"))
+            .where(*where).group_by(_c.limit_key, _c.rate_key))
+
+
+def first_of_keys(where, *columns):
+    """The rows matching where of the :keys limit keys, at most :cap of each key, in claim order:
+    (id, limit_key, rate_key, *columns)."""
+    placed = (select(_c.id, _c.limit_key, _c.rate_key, _c.priority, _c.run_after, *columns,
+                     func.row_number().over(partition_by=_c.limit_key, order_by=CLAIM_ORDER).label("place"))
+              .where(*where, _c.limit_key.in_(_KEYS)).subquery())
+    return (select(placed.c.id, placed.c.limit_key, placed.c.rate_key, *(placed.c[c.name] for c in columns))
+            .where(placed.c.place <= bindparam("cap"))
+            .order_by(placed.c.priority.desc(), placed.c.run_after, placed.c.id))
+
+
+_HELD = (select(_c.limit_key, func.count())
+         .where(_c.status.in_(HELD_STATES), _c.limit_key.in_(_KEYS))
+         .group_by(_c.limit_key))
+
+
+@dataclasses.dataclass
+class Room:
+    """Free slots per limit key (None: no concurrency limit) and room per rate key, now."""
+
+    slots: dict
+    rates: dict
+    full_rates: list  # the rate keys with no room
+
+    @classmethod
+    def read(cls, session, groups, now):
+        """The room of the keys in groups (rows of keys_waiting)."""
+        concurrency, rate_limits = {}, {}
+        for group in groups:  # a key's limit is the lowest its waiting tasks declare (a deploy may change it)
+            concurrency[group.limit_key] = _lowest(concurrency.get(group.limit_key), group.concurrency)
+            if group.rate_key is not None:
+                rate_limits[group.rate_key] = _lowest(rate_limits.get(group.rate_key), group.rate_limit)
+        held = dict(session.execute(_HELD, {"keys": sorted(concurrency)}).all())
+        used = rates.used_by(session, set(rate_limits), now)
+        slots = {key: None if limit is None else limit - held.get(key, 0) for key, limit in concurrency.items()}
+        room = {key: limit - used.get(key, 0) for key, limit in rate_limits.items()}
+        return cls(slots, room, sorted(key for key, left in room.items() if left <= 0))
+
+    def _fits(self, limit_key, rate_key):
+        slots = self.slots.get(limit_key)
+        return (slots is None or slots > 0) and (rate_key is None or self.rates.get(rate_key, 0) > 0)
+
+    def open_keys(self, groups):
+        """The limit keys among groups with a free slot and (for some of their rows) rate room."""
+        return sorted({group.limit_key for group in groups if self._fits(group.limit_key, group.rate_key)})
+
+    def cap(self, groups, most):
+        """The most rows any one key of groups can take now (at most `most`): no more of a key need be read."""
+        bound = {}
+        for group in groups:
+            slots = self.slots.get(group.limit_key)
+            room = most if group.rate_key is None else self.rates.get(group.rate_key, 0)
+            fits = min(most, room, most if slots is None else slots)
+            bound[group.limit_key] = max(bound.get(group.limit_key, 0), fits)
+        return max([1, *bound.values()])
+
+    def pick(self, rows, most, offered=lambda row: True):
+        """The ids of rows (in claim order) that fit, taking each one's room: up to most of
+        those offered(row); a row not offered (already handed out) takes its room all the same."""
+        ids = []
+        for row in rows:
+            if len(ids) >= most:
+                break
+            if not self._fits(row.limit_key, row.rate_key):
+                continue
+            if self.slots.get(row.limit_key) is not None:
+                self.slots[row.limit_key] -= 1
+            if row.rate_key is not None:
+                self.rates[row.rate_key] -= 1
+            if offered(row):
+                ids.append(row.id)
+        return ids
+
+
+def _lowest(a, b):
+    return b if a is None else a if b is None else min(a, b)
