@@ -69,8 +69,10 @@ def _fitting_limited(session, now, unpublished, limit):
     message a worker must send back."""
     where = [*claims.due_terms(now), _c.limit_key.is_not(None)]
     groups = session.execute(fitting.keys_waiting(where)).all()
-    room = fitting.Room.read(session, groups, now) if groups else None
-    keys = room.open_keys(groups) if groups else []
+    if not groups:
+        return []
+    room = fitting.Room.read(session, groups, now)
+    keys = room.open_keys(groups)
     if not keys:
         return []
     # Rows handed out already take their room too: read up to twice the limit of each key.
