@@ -5,9 +5,10 @@ owner and a fresh lease: two claimers racing for a row cannot both win, and a
 duplicate or stray claim takes nothing. How a database runs that UPDATE (one
 statement with RETURNING, or a locked read first) is its Dialect's `take`.
 
-- claim_unlimited: the first due tasks that no concurrency limit governs.
+- claim_unlimited: the first due tasks that no limit governs: plain ones in claim order,
+  fair ones (@task(fair_key=...)) in turn order (db.fairness), the two merged.
 - claim_limited: due limited tasks, none beyond its key's free slots.
-- claim_due: both, the first `limit` of them in claim order (the thread pool's claim).
+- claim_due: both, the first `limit` of them (the thread pool's claim).
 - claim_delivered: the given ids, if due (a broker's deliveries).
 - give_back: reserved tasks back to the queue, the claim not counted.
 """
@@ -40,6 +41,7 @@ class Claim:
     rate_key: str | None = None  # its rate limit's key: its start is counted there
     rate_limit: int | None = None  # starts allowed in any rate_window seconds
     rate_window: float | None = None
+    fair_place: int | None = None  # a fair task's place in turn order
     # (workflow step, its parent) as the claim read them (with_steps); a step holds a dict
     step: tuple | None = dataclasses.field(default=None, compare=False, hash=False)
 
@@ -56,7 +58,7 @@ _NOW = bindparam("now", type_=_c.run_after.type)
 _IDS = bindparam("ids", expanding=True)
 CLAIM_COLUMNS = (_c.id, _c.name, _c.args, _c.attempts, _c.max_attempts, _c.time_limit,
                  _c.cancel_requested, _c.run_after, _c.priority, _c.workflow_node,
-                 _c.rate_key, _c.rate_limit, _c.rate_window)  # Claim's fields, in order
+                 _c.rate_key, _c.rate_limit, _c.rate_window, _c.fair_place)  # Claim's fields, in order
 PAUSED = select(TaskQueue.name).where(TaskQueue.paused.is_(True))
 
 
@@ -92,12 +94,22 @@ def _as_reserved(row):
 
 
 def _unlimited_due(served):
-    """The due rows no limit governs, in claim order; served: only the :queues list."""
-    where = [*due_terms(), _c.limit_key.is_(None)]  # limited tasks: claim_limited takes them
+    """The due plain rows (no limit, no fair key), in claim order; served: only the :queues list."""
+    # limited tasks: claim_limited takes them; fair ones: _fair_due
+    where = [*due_terms(), _c.limit_key.is_(None), _c.fair_place.is_(None)]
     if served:
         where.append(_c.queue.in_(bindparam("queues", expanding=True)))
     return (select(_c.id).where(*where).order_by(*CLAIM_ORDER).limit(bindparam("limit"))
             .with_for_update(skip_locked=True))  # where rows lock: claimers keep off each other's
+
+
+def _fair_due(served):
+    """The due fair rows in turn order (ix_tasks_fair serves it); served as _unlimited_due's."""
+    where = [*due_terms(), _c.fair_place.is_not(None)]
+    if served:
+        where.append(_c.queue.in_(bindparam("queues", expanding=True)))
+    return (select(_c.id).where(*where).order_by(_c.fair_place, _c.id).limit(bindparam("limit"))
+            .with_for_update(skip_locked=True))
 
 
 def update_picked(pick, where, values, columns):
@@ -112,18 +124,22 @@ def update_picked(pick, where, values, columns):
     return dict(returning=marking(select(picked.c.id)), returning_inline=marking(pick.scalar_subquery()))
 
 
-_UNLIMITED = {  # served (a queues list given) -> its Taking, built once
-    served: Taking(
-        **update_picked(_unlimited_due(served), [_c.status == QUEUED], _RESERVE, CLAIM_COLUMNS),
-        pick=_unlimited_due(served).with_only_columns(*CLAIM_COLUMNS),
-        mark=_RESERVE_IDS, reread=_RESERVED_BY_US, as_marked=_as_reserved)
-    for served in (False, True)
-}
+def _taking(due):
+    """The Taking that reserves the rows due (a read of ids) picks."""
+    return Taking(**update_picked(due, [_c.status == QUEUED], _RESERVE, CLAIM_COLUMNS),
+                  pick=due.with_only_columns(*CLAIM_COLUMNS), mark=_RESERVE_IDS, reread=_RESERVED_BY_US,
+                  as_marked=_as_reserved)
 
 
-def claim_unlimited(session, owner, limit, queues=None):
-    """Reserve up to limit due tasks that no concurrency limit governs for owner; return their
-    Claims in claim order. Only from queues (all if None).
+# served (a queues list given) -> its Taking, built once
+_UNLIMITED = {served: _taking(_unlimited_due(served)) for served in (False, True)}
+_FAIR = {served: _taking(_fair_due(served)) for served in (False, True)}
+
+
+def claim_unlimited(session, owner, limit, queues=None, fair=True):
+    """Reserve up to limit due tasks that no limit governs for owner; return their Claims, the
+    plain ones in claim order and the fair ones in turn order, merged. Only from queues (all
+    if None); fair=False: no fair ones (none can be waiting).
 
     A reserved task waits for one of owner's workers; it is running only once
     attempt_writes.start_task marks it so.
@@ -133,8 +149,34 @@ def claim_unlimited(session, owner, limit, queues=None):
     if queues is not None:
         params["queues"] = list(queues)
     # Core statements on the session's connection: past the ORM's bulk-update machinery.
-    rows = dialect_of(session).take(session.connection(), _UNLIMITED[queues is not None], params)
-    return with_steps(session, sorted((Claim(*row) for row in rows), key=Claim.order))
+    take = dialect_of(session).take
+    plain = sorted((Claim(*row) for row in take(session.connection(), _UNLIMITED[queues is not None], params)),
+                   key=Claim.order)
+    if not fair:
+        return with_steps(session, plain)
+    fair_ones = sorted((Claim(*row) for row in take(session.connection(), _FAIR[queues is not None], params)),
+                       key=lambda claim: (claim.fair_place, claim.id))
+    return with_steps(session, _first(session, owner, merged(plain, fair_ones), limit))
+
+
+def merged(ones, others):
+    """Two lists of Claims, each in its own order, as one: the head that comes first in
+    claim order goes first (so fair claims keep their turn order among themselves)."""
+    together, i, j = [], 0, 0
+    while i < len(ones) and j < len(others):
+        if others[j].order() < ones[i].order():
+            together.append(others[j])
+            j += 1
+        else:
+            together.append(ones[i])
+            i += 1
+    return together + ones[i:] + others[j:]
+
+
+def _first(session, owner, claims, limit):
+    """The first limit claims; those past it go back, unseen: this transaction has not committed."""
+    give_back(session, [claim.id for claim in claims[limit:]], owner)
+    return claims[:limit]
 
 
 def _limited_statements(served, given):
@@ -202,17 +244,14 @@ def give_back(session, task_ids, owner):
         session.execute(_GIVE_BACK, {"ids": list(task_ids), "v_owner": owner})
 
 
-def claim_due(session, owner, limit, queues=None, on_full=None):
-    """Reserve the first limit due tasks, limited or not, in claim order; return their Claims.
-    on_full as claim_limited takes it."""
-    unlimited = claim_unlimited(session, owner, limit, queues)
+def claim_due(session, owner, limit, queues=None, on_full=None, fair=True):
+    """Reserve the first limit due tasks, limited or not, in claim order (fair ones in turn
+    order); return their Claims. on_full as claim_limited takes it, fair as claim_unlimited."""
+    unlimited = claim_unlimited(session, owner, limit, queues, fair=fair)
     limited = claim_limited(session, owner, limit, queues, on_full=on_full)
     if not limited:
         return unlimited
-    claims = sorted(unlimited + limited, key=Claim.order)
-    # Those past the limit go back, unseen: this transaction has not committed.
-    give_back(session, [claim.id for claim in claims[limit:]], owner)
-    return claims[:limit]
+    return _first(session, owner, merged(unlimited, limited), limit)
 
 
 _DELIVERED = by_primary_key(
@@ -246,12 +285,34 @@ def claim_delivered(session, task_ids, owner):
 
 
 _ANY_LIMITED_WAITING = select(_c.id).where(_c.status == QUEUED, _c.limit_key.is_not(None)).limit(1)
+_ANY_FAIR_WAITING = select(_c.id).where(_c.status == QUEUED, _c.fair_place.is_not(None)).limit(1)
+
+
+class _Lookout:
+    """Whether tasks of a kind may wait: always while this process declares one, else as
+    a lookup (at most every `every` seconds) found, so that rows queued under a
+    declaration a deploy has since removed are still claimed."""
+
+    def __init__(self, declared, waiting, every):
+        self.declared = declared  # () -> bool
+        self.waiting = waiting  # a SELECT of one such row
+        self.every = every
+        self._looked_at = -float("inf")
+        self._found = False
+
+    def may_wait(self, session):
+        if self.declared():
+            return True
+        now = time.monotonic()
+        if now - self._looked_at >= self.every:
+            self._looked_at = now
+            self._found = session.execute(self.waiting).first() is not None
+        return self._found
 
 
 class Claimer:
-    """A process's claims: with the limited step while it declares a limited task, or while
-    any limited task waits (looked up at most every `every` seconds), so that rows queued
-    under a declaration a deploy has since removed are still claimed.
+    """A process's claims: with the limited step while limited tasks may wait, and the fair
+    step while fair ones may (see _Lookout).
 
     The limited step costs every claim a few statements, and reads every waiting limited
     row: taken only when needed. After one that found every waiting key full, the next
@@ -262,21 +323,20 @@ class Claimer:
     not for the next poll.
     """
 
-    def __init__(self, declares_limits, every=1.0, pause=0.1):
-        self.declares_limits = declares_limits  # () -> bool
-        self.every = every
+    def __init__(self, declares_limits, declares_fair=lambda: False, every=1.0, pause=0.1):
+        self.limited = _Lookout(declares_limits, _ANY_LIMITED_WAITING, every)
+        self.fair = _Lookout(declares_fair, _ANY_FAIR_WAITING, every)
         self.pause = pause
-        self._looked_at = -float("inf")
-        self._waiting = False
         self._next_room = None  # when a full rate key the last claim met has room again
         self._limited_after = -float("inf")  # monotonic time before which the limited step is left out
 
     def claim(self, session, owner, limit, queues=None):
         """claim_due() if limited tasks may wait, else claim_unlimited()."""
-        if time.monotonic() >= self._limited_after and (self.declares_limits() or self._some_waiting(session)):
+        fair = self.fair.may_wait(session)
+        if time.monotonic() >= self._limited_after and self.limited.may_wait(session):
             self._next_room = None
-            return claim_due(session, owner, limit, queues, on_full=self._full)
-        return claim_unlimited(session, owner, limit, queues)
+            return claim_due(session, owner, limit, queues, on_full=self._full, fair=fair)
+        return claim_unlimited(session, owner, limit, queues, fair=fair)
 
     def _full(self, when, none_open):
         self._next_room = when
@@ -288,13 +348,6 @@ class Claimer:
         if self._next_room is None:
             return float("inf")
         return max(0.0, (self._next_room - utcnow()).total_seconds())
-
-    def _some_waiting(self, session):
-        now = time.monotonic()
-        if now - self._looked_at >= self.every:
-            self._looked_at = now
-            self._waiting = session.execute(_ANY_LIMITED_WAITING).first() is not None
-        return self._waiting
 
 
 def claims_ride_in_commits(session):

@@ -94,11 +94,18 @@ class Task(Base):
         # to their own claim index-only.
         # (alembic cannot compare a DESC column: tests/test_migrations.py checks it instead)
         Index("ix_tasks_claim", "status", desc("priority"), "run_after", "id", "name", "queue",
-              "limit_key", **partial_where(text("status = 'queued'")), info={"compare": False}),
+              "limit_key", "fair_place", **partial_where(text("status = 'queued'")), info={"compare": False}),
         # Tasks under a concurrency limit: how many of a key run, and its due ones in
         # claim order. On SQLite only limited tasks are in it.
         Index("ix_tasks_limit", "status", "limit_key", desc("priority"), "run_after", "id",
               **partial_where(text("limit_key IS NOT NULL")), info={"compare": False}),
+        # Fair tasks: their due ones in turn order (the fair claim), and a key's last turn (a
+        # submit's). On SQLite and PostgreSQL only fair tasks are in them; on MySQL the claim
+        # reads the range of rows that have a place (a NULL sorts below every place).
+        Index("ix_tasks_fair", "status", "fair_place", "id", "run_after", "queue",
+              **partial_where(text("fair_place IS NOT NULL"))),
+        Index("ix_tasks_fair_key", "status", "fair_key", "fair_place",
+              **partial_where(text("fair_key IS NOT NULL"))),
         Index("ix_tasks_name_id", "name", "id"),
         # Retention, the stats roll-up and the last hour's chart read by finish time.
         Index("ix_tasks_finished_at", "finished_at"),
@@ -140,6 +147,10 @@ class Task(Base):
     rate_key: Mapped[str | None] = mapped_column(ExactKey)
     rate_limit: Mapped[int | None] = mapped_column(Integer)
     rate_window: Mapped[float | None] = mapped_column(Float)
+    # @task(fair_key=...): the key it shares the queue fairly under, and its place in the fair
+    # claim's order: its priority's band, then its turn (db.fairness gives it at submit).
+    fair_key: Mapped[str | None] = mapped_column(ExactKey)
+    fair_place: Mapped[int | None] = mapped_column(BigInteger)
     retry_of: Mapped[int | None] = mapped_column(Integer)
     retried_by: Mapped[int | None] = mapped_column(Integer)
     # When its id was last handed to a broker (Celery executor); back to NULL when requeued.
@@ -147,9 +158,10 @@ class Task(Base):
     # The workflow step it runs (workflow_nodes.id); its end settles that step.
     workflow_node: Mapped[int | None] = mapped_column(Integer)
     # Not columns: set where a reader looked them up (task_views.described): the workflow of
-    # that step, and its rate limit's use.
+    # that step, its rate limit's use, and its fair key and turn.
     workflow = None
     rate = None
+    fair = None
 
     @property
     def finished(self):

@@ -2,7 +2,7 @@
 ends its transaction; claims are db.claims', writes to a running attempt db.attempt_writes's."""
 from sqlalchemy import bindparam, case, func, insert, select, update
 
-from db import stats
+from db import fairness, stats
 from db.dialects import by_primary_key, dialect_of
 from db.models import (
     CANCELLED,
@@ -19,13 +19,15 @@ from db.models import (
 
 def insert_task(session, name, args, run_after=None, max_attempts=3, time_limit=None,
                 retry_of=None, priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None,
-                workflow_node=None, rate_key=None, rate_limit=None, rate_window=None):
+                workflow_node=None, rate_key=None, rate_limit=None, rate_window=None, fair_key=None):
     """Insert a queued task; return it as a Task that is not attached to the session.
 
     A Core INSERT of a prebuilt statement: submitting is the hot path of the API.
     """
     values = _queued(name, args, run_after, max_attempts, time_limit, retry_of, priority, queue,
-                     limit_key, concurrency, workflow_node, rate_key, rate_limit, rate_window)
+                     limit_key, concurrency, workflow_node, rate_key, rate_limit, rate_window, fair_key)
+    if fair_key is not None:
+        fairness.give_places(session, [values], values["created_at"])
     task = Task(**values)  # made before the INSERT: on SQLite that holds the write turn till commit
     # On the session's connection, past the ORM's execute pipeline: a plain Core INSERT.
     task.id = session.connection().execute(_INSERT, values).inserted_primary_key[0]
@@ -39,6 +41,8 @@ def insert_tasks(session, submits):
     inserts them in as few round trips as it can.
     """
     many = [_queued(**submit) for submit in submits]
+    if any(values["fair_key"] is not None for values in many):
+        fairness.give_places(session, many, many[0]["created_at"])
     made = [Task(**values) for values in many]
     ids = dialect_of(session).insert_returning_ids(session.connection(), _table, many)
     for task, task_id in zip(made, ids, strict=True):
@@ -48,14 +52,15 @@ def insert_tasks(session, submits):
 
 def _queued(name, args, run_after=None, max_attempts=3, time_limit=None, retry_of=None,
             priority=0, queue=DEFAULT_QUEUE, limit_key=None, concurrency=None, workflow_node=None,
-            rate_key=None, rate_limit=None, rate_window=None):
-    """The column values of a newly queued task."""
+            rate_key=None, rate_limit=None, rate_window=None, fair_key=None):
+    """The column values of a newly queued task (its fair_place is db.fairness's to give)."""
     now = utcnow()
     return dict(name=name, args=args, status=QUEUED, progress=0, attempts=0,
                 max_attempts=max_attempts, time_limit=time_limit, cancel_requested=False,
                 run_after=run_after or now, created_at=now, retry_of=retry_of, priority=priority,
                 queue=queue, limit_key=limit_key, concurrency=concurrency, workflow_node=workflow_node,
-                rate_key=rate_key, rate_limit=rate_limit, rate_window=rate_window)
+                rate_key=rate_key, rate_limit=rate_limit, rate_window=rate_window, fair_key=fair_key,
+                fair_place=None)
 
 
 def get_task(session, task_id):

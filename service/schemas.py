@@ -153,6 +153,13 @@ class TaskRate(RateUse):
     waiting = fields.Boolean(required=True, metadata={"description": "queued and due, waiting for its rate limit"})
 
 
+class TaskFair(Schema):
+    key = fields.String(required=True, metadata={"description": "the key it takes turns under"})
+    ahead = fields.Integer(required=True, allow_none=True,
+                           metadata={"description": "queued fair tasks of its priority before it in turn order "
+                                                    "(null unless it is queued)"})
+
+
 class TaskOut(Schema):
     id = fields.Integer()
     name = fields.String()
@@ -179,6 +186,8 @@ class TaskOut(Schema):
     retried_by = fields.Integer(allow_none=True, metadata={"description": "the task that retried this one"})
     workflow = fields.Integer(allow_none=True, metadata={"description": "the workflow whose step it runs"})
     rate = fields.Nested(TaskRate, allow_none=True, metadata={"description": "its rate limit and its use (none: no rate limit)"})
+    fair = fields.Nested(TaskFair, allow_none=True,
+                         metadata={"description": "its fair share key and turn (none: not a fair task)"})
 
 
 class TaskQuery(PageQuery):

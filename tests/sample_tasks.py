@@ -256,3 +256,20 @@ def rated_slowly(ctx, customer, seconds):
 def rated_slowly_one_each(ctx, customer, seconds):
     """One at a time per customer, at most 3 starts in any minute for all customers together."""
     time.sleep(seconds)
+
+
+class Customer(Schema):
+    customer = fields.String(required=True)
+    seconds = fields.Float(load_default=0.0)
+
+
+@task("fair_per_customer", schema=Customer, fair_key="customer")
+def fair_per_customer(ctx, customer, seconds):
+    """Customers take turns: one's backlog does not hold up the others."""
+    time.sleep(seconds)
+
+
+@task("fair_urgent", schema=Customer, fair_key="customer", priority=5)
+def fair_urgent(ctx, customer, seconds):
+    """Fair, at a higher priority: its turns come before every fair_per_customer one."""
+    time.sleep(seconds)

@@ -66,7 +66,7 @@ def test_sqlite_claim_index_holds_queued_rows_only_in_claim_order_and_serves_the
             claim = str(_unlimited_due(served=False).compile(dialect=engine.dialect))
             plan = connection.exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + claim, ("queued", "2026-01-01 00:00:00", 16, 0)).all()
-        assert "(status, priority DESC, run_after, id, name, queue, limit_key)" in sql
+        assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in sql
         assert sql.endswith("WHERE status = 'queued'")
         assert "USING COVERING INDEX ix_tasks_claim" in str(plan)
         assert "TEMP B-TREE" not in str(plan)  # read in claim order, never sorted
@@ -91,7 +91,7 @@ def test_postgres_claim_index_holds_queued_rows_only_in_claim_order_and_serves_t
             claim = _unlimited_due(served=False).compile(dialect=engine.dialect)
             plan = "\n".join(connection.exec_driver_sql(
                 "EXPLAIN " + str(claim), {**claim.params, "now": "2026-01-01", "limit": 16}).scalars())
-        assert "(status, priority DESC, run_after, id, name, queue, limit_key)" in definition
+        assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in definition
         assert definition.endswith("WHERE ((status)::text = 'queued'::text)")
         assert "ix_tasks_claim" in plan
         assert "Sort" not in plan  # read in claim order, never sorted
@@ -140,7 +140,7 @@ def test_mysql_claim_index_reads_priority_descending(empty_db):
         engine.dispose()
     assert [(name.lower(), order) for name, order in columns] == [
         ("status", "A"), ("priority", "D"), ("run_after", "A"), ("id", "A"), ("name", "A"), ("queue", "A"),
-        ("limit_key", "A")]
+        ("limit_key", "A"), ("fair_place", "A")]
 
 
 
@@ -154,7 +154,7 @@ def test_postgres_claim_index_reads_priority_descending_and_holds_queued_rows_on
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'").all())
     finally:
         engine.dispose()
-    assert "(status, priority DESC, run_after, id, name, queue, limit_key)" in definitions["ix_tasks_claim"]
+    assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in definitions["ix_tasks_claim"]
     assert definitions["ix_tasks_claim"].endswith("WHERE ((status)::text = 'queued'::text)")
     assert definitions["ix_tasks_limit"].endswith("WHERE (limit_key IS NOT NULL)")
     assert {"ix_tasks_reserved", "ix_tasks_running", "ix_tasks_failed", "ix_tasks_cancelled"} <= set(definitions)

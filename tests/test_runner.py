@@ -310,8 +310,8 @@ def test_finishing_tasks_claim_the_next_batch_in_their_own_transaction(make_runn
     claimed_by = []
     claim = claims.claim_unlimited
 
-    def recording(session, owner, limit, queues=None):
-        taken = claim(session, owner, limit, queues)
+    def recording(session, owner, limit, queues=None, **options):
+        taken = claim(session, owner, limit, queues, **options)
         claimed_by.extend(threading.current_thread().name for _ in taken)
         return taken
 

@@ -93,11 +93,19 @@ def task_lines(task, now):
         ("retry of", task.retry_of or "-"), ("retried by", task.retried_by or "-"),
         ("workflow", task.workflow or "-"),
         ("rate limit", rate_text(task.rate)),
+        ("fair share", fair_text(task.fair)),
     ]
     lines = [f"{label + ':':<17} {value}" for label, value in fields]
     if task.traceback:
         lines += ["traceback:", *("  " + line for line in task.traceback.rstrip().splitlines())]
     return lines
+
+
+def fair_text(fair):
+    """A fair task's key and turn, in a line ("-": not a fair task)."""
+    if fair is None:
+        return "-"
+    return f"key {fair['key']}" + ("" if fair["ahead"] is None else f"; {fair['ahead']} fair tasks ahead of it")
 
 
 def rate_text(rate):

@@ -1,20 +1,23 @@
 """The thread pool's claimed attempts waiting for a worker thread, highest priority first."""
+import itertools
 import math
 import queue
 
 IDLE_HOLD = 0.5  # seconds an idle worker keeps its connection (under HeldConnection.FRESH_FOR)
-_STOP = ((-math.inf,), None)  # the job that tells a worker thread to exit (ahead of any task)
+_STOP = ((-math.inf, 0), None)  # the job that tells a worker thread to exit (ahead of any task)
 
 
 class Jobs:
-    """A priority queue of (claim order, Attempt); None stands for "stop" to a worker thread."""
+    """A priority queue of ((-priority, arrival), Attempt); None stands for "stop" to a worker thread."""
 
     def __init__(self):
         self._queue = queue.PriorityQueue()
+        self._arrivals = itertools.count()
 
     def put(self, attempt):
-        """Queue a claimed attempt in its claim order."""
-        self._queue.put((attempt.claim.order(), attempt))
+        """Queue a claimed attempt: highest priority first, then in the order claims handed them
+        over (claim order: a fair task claimed in its turn keeps it, though it was due later)."""
+        self._queue.put(((-attempt.claim.priority, next(self._arrivals)), attempt))
 
     def stop_workers(self, count):
         """Tell count worker threads to exit once they are free (ahead of any task)."""

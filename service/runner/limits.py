@@ -1,6 +1,8 @@
-"""Flow-control declarations: concurrency limits and rate limits, checked when a task registers.
+"""Flow-control declarations: concurrency limits, rate limits and fair share, checked when a
+task registers.
 
     @task("mail", schema=MailArgs, rate_limit="10/s", rate_key="customer_id")
+    @task("report", schema=ReportArgs, fair_key="customer_id")
 
 A rate limit is "N/s", "N/m", "N/h" or "N/Ts" ("N/Tm", "N/Th"): at most N starts in any
 window of that length, across every process and both executors; with a key argument,
@@ -11,7 +13,7 @@ import hashlib
 import json
 import re
 
-KEY_LENGTH = 200  # tasks.limit_key, tasks.rate_key
+KEY_LENGTH = 200  # tasks.limit_key, tasks.rate_key, tasks.fair_key
 CONCURRENCY = range(1, 10_001)
 RATE_COUNTS = range(1, 1_000_001)
 LONGEST_WINDOW = 86_400.0  # a day: the log of starts is kept that long
@@ -64,6 +66,20 @@ def check_concurrency(name, schema, concurrency, concurrency_key):
         if concurrency is None:
             raise ValueError(f"task {name!r}: concurrency_key needs a concurrency")
         _check_argument(name, schema, "concurrency_key", concurrency_key)
+
+
+def check_fair(name, schema, fair_key, concurrency, rate_limit):
+    """Raise ValueError unless fair_key is None or names an argument of a task with no limit.
+
+    A limited task is taken in its limit key's order (its slots and its rate decide), so
+    a fair turn could not be kept: a per-key rate_key or concurrency_key shares instead.
+    """
+    if fair_key is None:
+        return
+    if concurrency is not None or rate_limit is not None:
+        raise ValueError(f"task {name!r}: fair_key cannot be combined with concurrency or rate_limit "
+                         f"(a per-key concurrency_key or rate_key shares a limit by key)")
+    _check_argument(name, schema, "fair_key", fair_key)
 
 
 def _check_argument(name, schema, option, argument):

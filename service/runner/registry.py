@@ -6,7 +6,7 @@ from marshmallow import Schema, ValidationError
 
 from db.models import DEFAULT_QUEUE
 from db.queues import check_queue_name
-from service.runner.limits import RateLimit, check_concurrency, check_rate, key_of
+from service.runner.limits import RateLimit, check_concurrency, check_fair, check_rate, key_of
 from service.runner.recurrence import Schedule, check_schedule
 
 
@@ -44,6 +44,7 @@ class TaskSpec:
     schedule: Schedule | None = None  # when it recurs by itself (cron= or every=)
     rate: RateLimit | None = None  # at most rate.count starts in any rate.window seconds (per key)
     rate_key: str | None = None  # an argument: the rate limit holds per value of it
+    fair_key: str | None = None  # an argument: its tasks take turns per value of it
 
     def limit_key(self, stored_args):
         """The key the limited claim takes its tasks under: its concurrency key, else its rate
@@ -57,6 +58,12 @@ class TaskSpec:
         if self.rate is None:
             return None
         return key_of(self.name, self.schema, self.rate_key, stored_args)
+
+    def fair_key_for(self, stored_args):
+        """The key a fair task takes its turns under (None: not a fair task)."""
+        if self.fair_key is None:
+            return None
+        return key_of(self.name, self.schema, self.fair_key, stored_args)
 
     def load_args(self, args):
         """Validate args against the schema; return the loaded values."""
@@ -76,10 +83,11 @@ class TaskRegistry:
     def __init__(self):
         self._specs = {}
         self._limited = False  # a claim looks for limited tasks only if one is registered
+        self._fair = False  # and for fair tasks only if one is
 
     def task(self, name, schema, max_attempts=3, time_limit=None, retry_on=(), queue=DEFAULT_QUEUE,
              priority=0, concurrency=None, concurrency_key=None, cron=None, every=None, args=None,
-             rate_limit=None, rate_key=None):
+             rate_limit=None, rate_key=None, fair_key=None):
         """Register the decorated function fn(ctx, **args) under name.
 
         retry_on: exception types (a tuple) after which the task gets another
@@ -91,6 +99,9 @@ class TaskRegistry:
         argument concurrency_key if given. rate_limit ("10/s", "100/m", "5/h",
         "3/10s"): at most that many of its tasks start in any window of that
         length, across all processes, or per value of the argument rate_key.
+        fair_key (an argument): among due tasks of one priority, claims take the
+        values of that argument in turn, so one value's backlog does not hold up
+        the others (not with concurrency or rate_limit).
         cron (an expression, in SCHEDULE_TZ) or every (seconds): it also recurs
         by itself, with args (checked now).
         """
@@ -101,13 +112,14 @@ class TaskRegistry:
         check_priority(priority)
         check_concurrency(name, schema, concurrency, concurrency_key)
         rate = check_rate(name, schema, rate_limit, rate_key)
+        check_fair(name, schema, fair_key, concurrency, rate_limit)
         schedule = check_schedule(name, cron, every, args)
 
         def register(fn):
             if name in self._specs and self._specs[name].fn is not fn:
                 raise ValueError(f"task {name!r} is already registered")
             spec = TaskSpec(name, fn, schema(), max_attempts, time_limit, retry_on, queue, priority,
-                            concurrency, concurrency_key, rate=rate, rate_key=rate_key)
+                            concurrency, concurrency_key, rate=rate, rate_key=rate_key, fair_key=fair_key)
             if schedule is not None:
                 try:  # stored as it will be submitted, so a bad one fails here, not at 3 a.m.
                     args = spec.normalize_args(schedule.args)
@@ -117,6 +129,7 @@ class TaskRegistry:
                 spec = dataclasses.replace(spec, schedule=dataclasses.replace(schedule, args=args))
             self._specs[name] = spec
             self._limited = self._limited or concurrency is not None or rate is not None
+            self._fair = self._fair or fair_key is not None
             fn.s = lambda **args: Signature(name, args)  # a workflow step: fn.s(**args)
             return fn
 
@@ -136,6 +149,10 @@ class TaskRegistry:
     def has_limits(self):
         """True if a registered task has a concurrency or rate limit."""
         return self._limited
+
+    def has_fair(self):
+        """True if a registered task shares its queue fairly by key."""
+        return self._fair
 
     def scheduled(self):
         """The specs of the tasks that recur, by name."""

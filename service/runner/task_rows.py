@@ -101,6 +101,7 @@ def task_row(spec, stored_args, delay=None, run_at=None, max_attempts=None, time
         rate_key=spec.rate_key_for(stored_args),
         rate_limit=spec.rate.count if spec.rate else None,
         rate_window=spec.rate.window if spec.rate else None,
+        fair_key=spec.fair_key_for(stored_args),
     )
 
 
