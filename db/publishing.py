@@ -6,7 +6,7 @@ claims, so a duplicate, late or stray delivery claims nothing.
 """
 import datetime as dt
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from db import claims, fitting
 from db.dialects import Taking, by_primary_key, dialect_of
@@ -29,7 +29,12 @@ def unmark_published(session, task_ids):
 _SET_PUBLISHED = by_primary_key(
     update(_table).where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
     .values(published_at=bindparam("when", type_=_c.published_at.type)))
-_PUBLISH_COLUMNS = (_c.id, _c.queue, _c.priority, _c.run_after)
+_PUBLISH_COLUMNS = (_c.id, _c.queue, _c.priority, _c.run_after, _c.fair_place)
+# Fair tasks handed to the broker and not yet claimed: a relay keeps no more out, so a key
+# that comes later waits behind at most these (and a relay's look) for its turn.
+FAIR_AHEAD = 32
+_FAIR_OUT = select(func.count()).where(_c.status == QUEUED, _c.fair_place.is_not(None), _c.published_at.is_not(None))
+_FAIR_WAITING = select(_c.id).where(_c.status == QUEUED, _c.fair_place.is_not(None)).limit(1)
 
 
 def _set_published(session, task_ids, when):
@@ -42,25 +47,40 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     (grace seconds after they became due, so a publish in flight is not doubled) and
     those published more than republish_after seconds ago and still not claimed
     (republish_after=None: not those); never those of a paused queue or of a
-    limit key that has all its tasks running; highest priority first.
+    limit key that has all its tasks running; highest priority first. Fair tasks
+    in their turn, while fewer than FAIR_AHEAD of them are out.
 
     Relays running at once take different rows (the Dialect's take: locked rows or one
     statement); a row taken twice anyway is claimed once.
     """
     now = now or utcnow()
-    unpublished = _c.published_at.is_(None) & (_c.run_after <= now - dt.timedelta(seconds=grace))
-    if republish_after is not None:
-        unpublished = or_(unpublished, _c.published_at < now - dt.timedelta(seconds=republish_after))
-    due = (*claims.due_terms(now), unpublished,
+    stale = (_c.published_at < now - dt.timedelta(seconds=republish_after),) if republish_after is not None else ()
+    unpublished = or_(_c.published_at.is_(None) & (_c.run_after <= now - dt.timedelta(seconds=grace)), *stale)
+    due = (*claims.due_terms(now), unpublished, _c.fair_place.is_(None),
            or_(_c.limit_key.is_(None), _c.id.in_(_fitting_limited(session, now, unpublished, limit))))
-    pick = select(*_PUBLISH_COLUMNS).where(*due).order_by(*CLAIM_ORDER).limit(limit)
+    rows = _take(session, select(*_PUBLISH_COLUMNS).where(*due).order_by(*CLAIM_ORDER).limit(limit), due, now)
+    room = min(limit - len(rows), FAIR_AHEAD - session.scalar(_FAIR_OUT))
+    if room > 0:  # fair tasks are never published at commit: no grace
+        fair = (*claims.due_terms(now), _c.fair_place.is_not(None), or_(_c.published_at.is_(None), *stale))
+        rows += _take(session, select(*_PUBLISH_COLUMNS).where(*fair).order_by(_c.fair_place, _c.id).limit(room),
+                      fair, now)
+    return [(row.id, row.queue) for row in rows]
+
+
+def fair_waiting(session):
+    """True while a fair task is queued: a relay looks more often then, to hand over the next turns."""
+    return session.execute(_FAIR_WAITING).first() is not None
+
+
+def _take(session, pick, where, now):
+    """Mark the rows pick reads published (where: its terms, checked again); return them in its order."""
     taking = Taking(
-        **claims.update_picked(pick.with_only_columns(_c.id).with_for_update(skip_locked=True), due,
+        **claims.update_picked(pick.with_only_columns(_c.id).with_for_update(skip_locked=True), where,
                                {"published_at": now}, _PUBLISH_COLUMNS),
         pick=pick.with_for_update(skip_locked=True), mark=_SET_PUBLISHED)
-    rows = sorted(dialect_of(session).take(session.connection(), taking, {"when": now}),
-                  key=lambda row: (-row.priority, row.run_after, row.id))  # RETURNING has no order
-    return [(row.id, row.queue) for row in rows]
+    rows = dialect_of(session).take(session.connection(), taking, {"when": now})
+    # RETURNING has no order
+    return sorted(rows, key=lambda row: (row.fair_place or 0, -row.priority, row.run_after, row.id))
 
 
 def _fitting_limited(session, now, unpublished, limit):

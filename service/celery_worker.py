@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 
 from amqp.exceptions import ChannelError
 from celery import signals
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 RELAY_INTERVAL = 1.0  # seconds between a relay's looks for rows to publish
 RELAY_GRACE = 2.0  # seconds a due, unpublished row is left to its own publisher first
 RELAY_BATCH = 500
+FAIR_RELAY_INTERVAL = 0.05  # seconds between looks while fair tasks wait (publishing.FAIR_AHEAD go out at once)
 
 _state = {}  # what the signals learned: the settings, the main process, the pool's size
 
@@ -113,13 +115,21 @@ class WorkerProcess:
                 log.exception("celery worker process %s: database error in upkeep", self.owner)
 
     def relay(self):
-        """Relay thread: publish what was never published, or long ago and still waits."""
-        while not self.stopping.wait(RELAY_INTERVAL):
+        """Relay thread: publish what was never published, or long ago and still waits; while
+        fair tasks wait, look every FAIR_RELAY_INTERVAL to hand over their next turns."""
+        wait, looked = RELAY_INTERVAL, -float("inf")
+        while not self.stopping.wait(wait):
             try:
-                republish_after = None if _queue_depth() else self.config.republish_after
+                republish_after = None
+                if time.monotonic() - looked >= RELAY_INTERVAL:  # the broker's depth: once an interval
+                    looked = time.monotonic()
+                    republish_after = None if _queue_depth() else self.config.republish_after
                 while relay_once(republish_after) == RELAY_BATCH:
                     pass
+                with session_scope() as session:
+                    wait = FAIR_RELAY_INTERVAL if publishing.fair_waiting(session) else RELAY_INTERVAL
             except Exception:
+                wait = RELAY_INTERVAL
                 log.exception("relay: could not look for unpublished tasks")
 
     def stop(self):

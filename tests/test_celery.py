@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 import db
 from db import queues
-from db.models import DEFAULT_QUEUE, Task, User
+from db.models import DEFAULT_QUEUE, Task, User, utcnow
 from service.runner import RunnerConfig, submit
 from service.runner import celery as celery_executor
 from service.runner.celery import CeleryExecutor
@@ -427,3 +427,31 @@ def test_rate_limited_tasks_through_two_celery_workers_keep_their_rate(migrated,
     assert {row.attempts for row in rows.values()} == {1}
     starts = sorted(row.started_at for row in rows.values())
     assert most_in_any_window(starts, dt.timedelta(seconds=1)) == 10
+
+
+def test_a_key_queued_behind_a_backlog_takes_turns_through_the_celery_executor(migrated, workers, publisher):
+    url = BROKERS["redis"]
+    empty_broker(url)
+    publisher(url)
+    workers(migrated, url, TASK_MODULES="tests.sample_tasks", concurrency=4)
+    with db.session_scope() as session:
+        backlog = [submit.enqueue(session, "fair_per_customer", {"customer": "a", "seconds": 0.01}).id
+                   for _ in range(2_000)]
+    wait_for(lambda: count_started(backlog) >= 20, timeout=30, message="a's backlog to start")
+    submitted = utcnow()
+    with db.session_scope() as session:
+        late = [submit.enqueue(session, "fair_per_customer", {"customer": "b", "seconds": 0.01}).id
+                for _ in range(10)]
+    wait_for(lambda: count_started(late) == 10, timeout=60, message="b's tasks to start")
+    with db.session_scope() as session:
+        last_start = session.scalar(select(func.max(Task.started_at)).where(Task.id.in_(late)))
+    assert last_start - submitted < dt.timedelta(seconds=2)
+    assert count_started(backlog) < 1_900  # a's backlog was still there: b went through it
+    rows = wait_finished(backlog + late, timeout=120)
+    assert {row.attempts for row in rows.values()} == {1}
+    assert {row.status for row in rows.values()} == {"succeeded"}
+
+
+def count_started(ids):
+    with db.session_scope() as session:
+        return session.scalar(select(func.count()).where(Task.id.in_(ids), Task.started_at.is_not(None)))

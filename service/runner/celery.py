@@ -147,12 +147,14 @@ class CeleryExecutor(Executor):
 
 def publish_committed(added):
     """After a commit: publish the ids of what is due now; the rest (and any failure) is a relay's.
+    Fair tasks too are a relay's: it hands them over in their turn, a few at a time.
 
     The rows are marked published first, so that a fast task requeued meanwhile
     comes back unmarked; a publish that fails unmarks them again.
     """
     now = utcnow()
-    due = [(task.id, task.queue) for task in added if task.run_after is None or task.run_after <= now]
+    due = [(task.id, task.queue) for task in added
+           if not task.fair and (task.run_after is None or task.run_after <= now)]
     if not due:
         return
     ids = [task_id for task_id, _ in due]

@@ -31,6 +31,7 @@ class Enqueued(typing.NamedTuple):
     retry_of: int | None
     run_after: dt.datetime | None  # None: due at once
     queue: str = DEFAULT_QUEUE
+    fair: bool = False  # it takes turns by key: a relay hands it to a broker in its turn
 
 
 class QueueFull(RuntimeError):
@@ -113,7 +114,8 @@ def insert_rows(session, rows):
     made = tasks.insert_tasks(session, rows) if len(rows) > 1 else [tasks.insert_task(session, **rows[0])]
     pending = session.info.setdefault(PENDING, [])
     for row, task in zip(rows, made):
-        pending.append(Enqueued(task.id, row["name"], row["retry_of"], row["run_after"], row["queue"]))
+        pending.append(Enqueued(task.id, row["name"], row["retry_of"], row["run_after"], row["queue"],
+                                row.get("fair_key") is not None))
     return made
 
 

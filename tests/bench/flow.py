@@ -1,10 +1,15 @@
-"""Bench part "flow": what rate limits cost the tasks they do not limit.
+"""Bench part "flow": what rate limits cost the tasks they do not limit, and fair share.
 
 A worker process (make worker, 4 threads) drains plain no-op tasks three ways, a few
 rounds each, best of each: declaring no limit (the floor); declaring a rate-limited task
 with none of its tasks waiting; and with 2,000 of them waiting at 10/s in the same queue,
 so every claim also takes the limited step. Each drain is timed from the first plain
 task's start to the last one's finish.
+
+Fair share, with a worker that declares a fair task: the drain of as many fair no-op
+tasks of 20 customers (against the floor), and the fairness figure: customer A queues
+10,000, then customer B queues 10 while A's drain; how long till B's last one starts and
+how many of A's started before it.
 """
 import os
 import time
@@ -14,7 +19,8 @@ from sqlalchemy import func, select
 import db
 from db import tasks
 from db.models import SUCCEEDED, Task
-from service.runner import registry
+from db.models import utcnow
+from service.runner import registry, task_rows
 from service.runner.task_rows import task_row
 from tests.bench import flow_rated
 from tests.server import Worker
@@ -23,6 +29,7 @@ WAITING = 2000  # rate-limited tasks queued beside the plain ones
 ROUNDS = 3
 MODES = (("none", "tests.bench.flow_plain", 0), ("declared", "tests.bench.flow_rated", 0),
          ("waiting", "tests.bench.flow_rated", WAITING))
+BACKLOG, LATE = 10_000, 10  # fairness: A's backlog, then B's tasks
 
 
 def bench_flow(url, kind, total, log_dir, reset):
@@ -37,10 +44,72 @@ def bench_flow(url, kind, total, log_dir, reset):
                 runs[mode].append(drain(total, waiting))
         finally:
             worker.stop()
+    runs["fair"], turns = [], []
+    worker = Worker(url, os.path.join(log_dir, f"{kind}-flow-worker.log"), TASK_WORKERS=4,
+                    TASK_MODULES="tests.bench.flow_fair", LOG_LEVEL="WARNING").start()
+    try:
+        for _ in range(ROUNDS):
+            reset()
+            runs["fair"].append(drain_fair(total))
+        reset()
+        turns = fairness()
+    finally:
+        worker.stop()
     best = {mode: max(rates) for mode, rates in runs.items()}
     return {"total": total, "waiting": WAITING, "rate": flow_rated.RATE, "runs": runs,
             "tasks_per_s": {mode: round(rate, 1) for mode, rate in best.items()},
-            "ratio": {mode: round(best[mode] / best["none"], 2) for mode in ("declared", "waiting")}}
+            "ratio": {mode: round(best[mode] / best["none"], 2) for mode in ("declared", "waiting", "fair")},
+            "turns": turns}
+
+
+def drain_fair(total):
+    """Queue total fair tasks of 20 customers (each customer's in a row); their t/s."""
+    spec = registry.get("flow_fair")
+    with db.session_scope() as session:
+        ids = [task.id for task in task_rows.insert_rows(
+            session, [task_row(spec, {"customer": f"c{n * 20 // total}"}) for n in range(total)])]
+    first, last = wait_done(ids)
+    return total / (last - first).total_seconds()
+
+
+def fairness():
+    """A queues BACKLOG fair tasks, then B queues LATE once A's are running: (seconds till B's
+    last start, A's tasks started before it)."""
+    spec = registry.get("flow_fair")
+    with db.session_scope() as session:
+        backlog = [task.id for task in task_rows.insert_rows(session, [task_row(spec, {"customer": "a"})] * BACKLOG)]
+    while started(backlog) < 20:
+        time.sleep(0.01)
+    submitted = utcnow()
+    with db.session_scope() as session:
+        late = [task.id for task in task_rows.insert_rows(session, [task_row(spec, {"customer": "b"})] * LATE)]
+    while started(late) < LATE:
+        time.sleep(0.01)
+    with db.session_scope() as session:
+        last = session.scalar(select(func.max(Task.started_at)).where(Task.id.between(min(late), max(late))))
+        ahead = session.scalar(select(func.count()).where(Task.id.between(min(backlog), max(backlog)), Task.started_at < last))
+    wait_done(backlog + late)
+    return round((last - submitted).total_seconds(), 3), ahead
+
+
+def started(ids):
+    with db.session_scope() as session:
+        return session.scalar(select(func.count()).where(Task.id.between(min(ids), max(ids)), Task.started_at.is_not(None)))
+
+
+def wait_done(ids):
+    """(first start, last finish) of the tasks ids once all succeeded."""
+    deadline = time.monotonic() + 600
+    while True:
+        with db.session_scope() as session:
+            count, first, last = session.execute(
+                select(func.count(), func.min(Task.started_at), func.max(Task.finished_at))
+                .where(Task.id.between(min(ids), max(ids)), Task.status == SUCCEEDED)).one()
+        if count >= len(ids):
+            return first, last
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ids)} tasks did not finish")
+        time.sleep(0.1)
 
 
 def drain(total, waiting):
@@ -78,4 +147,8 @@ def report_rows(r):
         ("  rounds: none / declared / waiting", " ".join(str(round(x)) for x in r["runs"]["none"]),
          " ".join(str(round(x)) for x in r["runs"]["declared"]),
          " ".join(str(round(x)) for x in r["runs"]["waiting"])),
+        ("fair drain (20 keys)", rate["fair"], f"none declared {rate['none']} t/s",
+         f"x{r['ratio']['fair']}, rounds {' '.join(str(round(x)) for x in r['runs']['fair'])}"),
+        (f"  B's {LATE} behind A's {BACKLOG}: last start after", f"{r['turns'][0]} s",
+         f"{r['turns'][1]} of A's before it", "target < 2 s"),
     ]
