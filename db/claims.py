@@ -14,7 +14,6 @@ statement with RETURNING, or a locked read first) is its Dialect's `take`.
 """
 import dataclasses
 import datetime as dt
-import time
 
 from sqlalchemy import bindparam, select, update
 
@@ -282,72 +281,6 @@ def claim_delivered(session, task_ids, owner):
         # it when it can run, not CELERY_REPUBLISH_AFTER later.
         session.execute(_UNPUBLISH, params)
     return claims
-
-
-_ANY_LIMITED_WAITING = select(_c.id).where(_c.status == QUEUED, _c.limit_key.is_not(None)).limit(1)
-_ANY_FAIR_WAITING = select(_c.id).where(_c.status == QUEUED, _c.fair_place.is_not(None)).limit(1)
-
-
-class _Lookout:
-    """Whether tasks of a kind may wait: always while this process declares one, else as
-    a lookup (at most every `every` seconds) found, so that rows queued under a
-    declaration a deploy has since removed are still claimed."""
-
-    def __init__(self, declared, waiting, every):
-        self.declared = declared  # () -> bool
-        self.waiting = waiting  # a SELECT of one such row
-        self.every = every
-        self._looked_at = -float("inf")
-        self._found = False
-
-    def may_wait(self, session):
-        if self.declared():
-            return True
-        now = time.monotonic()
-        if now - self._looked_at >= self.every:
-            self._looked_at = now
-            self._found = session.execute(self.waiting).first() is not None
-        return self._found
-
-
-class Claimer:
-    """A process's claims: with the limited step while limited tasks may wait, and the fair
-    step while fair ones may (see _Lookout).
-
-    The limited step costs every claim a few statements, and reads every waiting limited
-    row: taken only when needed. After one that found every waiting key full, the next
-    claims leave it out for `pause` seconds (or until a full rate key has room, if
-    sooner), so tasks no limit governs are not slowed by a backlog that cannot run: a
-    slot freed meanwhile is taken up to `pause` seconds later. A claim that finds a rate
-    key full learns when it has room again (room_in), so its tasks wait for that room,
-    not for the next poll.
-    """
-
-    def __init__(self, declares_limits, declares_fair=lambda: False, every=1.0, pause=0.1):
-        self.limited = _Lookout(declares_limits, _ANY_LIMITED_WAITING, every)
-        self.fair = _Lookout(declares_fair, _ANY_FAIR_WAITING, every)
-        self.pause = pause
-        self._next_room = None  # when a full rate key the last claim met has room again
-        self._limited_after = -float("inf")  # monotonic time before which the limited step is left out
-
-    def claim(self, session, owner, limit, queues=None):
-        """claim_due() if limited tasks may wait, else claim_unlimited()."""
-        fair = self.fair.may_wait(session)
-        if time.monotonic() >= self._limited_after and self.limited.may_wait(session):
-            self._next_room = None
-            return claim_due(session, owner, limit, queues, on_full=self._full, fair=fair)
-        return claim_unlimited(session, owner, limit, queues, fair=fair)
-
-    def _full(self, when, none_open):
-        self._next_room = when
-        if none_open:
-            self._limited_after = time.monotonic() + min(self.pause, self.room_in())
-
-    def room_in(self):
-        """Seconds till a rate limit may have room again (inf if none is counting)."""
-        if self._next_room is None:
-            return float("inf")
-        return max(0.0, (self._next_room - utcnow()).total_seconds())
 
 
 def claims_ride_in_commits(session):

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 import db
 from db import claims, task_views
+from db.claimer import Claimer
 from db.models import QUEUED, RESERVED, Task, utcnow
 from service.cli.text import task_lines
 from service.runner import submit, task_rows
@@ -105,7 +106,7 @@ def test_fair_tasks_not_yet_due_wait_and_their_key_keeps_its_turns(session):
 
 def test_a_process_that_declares_no_fair_task_still_claims_the_ones_waiting(session):
     queue_backlog("a", 2)
-    claimer = claims.Claimer(lambda: False, lambda: False)
+    claimer = Claimer(lambda: False, lambda: False)
     taken = claimer.claim(session, "w", 5)
     session.commit()
     assert customers_of(taken) == ["a", "a"]

@@ -8,6 +8,7 @@ from sqlalchemy import insert, select, update
 
 import db
 from db import claims, attempt_writes, limits, tasks
+from db.claimer import Claimer
 from db.models import RunnerRecord, Task, TaskLimit, User, utcnow
 from service.runner import rollup_and_prune, submit
 from service.runner.registry import TaskRegistry
@@ -239,7 +240,7 @@ def test_a_slot_held_by_a_killed_process_frees_after_its_lease(shared_db, tmp_pa
 
 def test_a_process_that_declares_no_limit_still_claims_limited_rows_that_wait(session):
     ids = enqueue(session, "limited", 3)  # queued under a declaration this process has not
-    claimer = claims.Claimer(lambda: False)
+    claimer = Claimer(lambda: False)
     assert [claim.id for claim in claimer.claim(session, "a", 8)] == ids[:2]
     session.commit()
     assert claimer.claim(session, "a", 8) == []  # the limit still holds

@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 
-from db import Session, claims, attempt_writes, session_scope
+from db import Session, attempt_writes, claimer, claims, session_scope
 from db.attempt_writes import STARTED
 from service.runner.attempt import Attempt
 from service.runner.registry import registry
@@ -24,7 +24,7 @@ class Dispatcher:
         self.reserved = 0  # slots held for claims still in their transaction (under process.changed)
         self._wake = threading.Event()
         self._submitted = False  # the last wake-up came from a submit
-        self._claimer = claims.Claimer(registry.has_limits, registry.has_fair)
+        self._claimer = claimer.Claimer(registry.has_limits, registry.has_fair)
         self._handing = threading.Lock()  # claims reach the jobs in the order they were claimed
         with session_scope() as session:  # not the caller's registry Session
             self.claims_ride_in_commits = claims.claims_ride_in_commits(session)

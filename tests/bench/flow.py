@@ -22,7 +22,7 @@ from db.models import SUCCEEDED, Task
 from db.models import utcnow
 from service.runner import registry, task_rows
 from service.runner.task_rows import task_row
-from tests.bench import flow_rated
+from tests.bench import flow_fair, flow_rated  # noqa: F401  flow_fair: its task, known here too
 from tests.server import Worker
 
 WAITING = 2000  # rate-limited tasks queued beside the plain ones
