@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.dialects import column_type, dialect_of, partial_where, with_partial_indexes
+from db.dialects import column_type, dialect_of, only_where, partial_where, with_partial_indexes
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -85,16 +85,21 @@ class Task(Base):
             "status IN ('queued', 'reserved', 'running', 'succeeded', 'failed', 'cancelled')",
             name="status",
         ),
-        # The claim query: queued rows in claim order (highest priority, then due
-        # first, then oldest), read in that order and skipped while not due. On
-        # SQLite only queued rows are in it, so a task's finish and most of its
-        # claim touch no index page (MySQL has no partial indexes: there it holds
-        # every row). Name, queue and limit key make counting queued (and on MySQL
-        # running) tasks per name, skipping paused queues and leaving limited tasks
-        # to their own claim index-only.
+        # The claim query: queued plain rows (no fair place, no limit key) in claim order
+        # (highest priority, then due first, then oldest), read in that order and skipped
+        # while not due; fair and limited rows sit apart, so a backlog of them is never read
+        # past. On SQLite only queued rows are in it, so a task's finish and most of its
+        # claim touch no index page (MySQL has no partial indexes: there it holds every
+        # row). Name and queue make counting queued (and on MySQL running) tasks per name
+        # and skipping paused queues index-only.
         # (alembic cannot compare a DESC column: tests/test_migrations.py checks it instead)
-        Index("ix_tasks_claim", "status", desc("priority"), "run_after", "id", "name", "queue",
-              "limit_key", "fair_place", **partial_where(text("status = 'queued'")), info={"compare": False}),
+        Index("ix_tasks_claim", "status", "fair_place", "limit_key", desc("priority"), "run_after", "id", "name",
+              "queue", **partial_where(text("status = 'queued'")), info={"compare": False}),
+        # Where IS NULL terms do not keep an index's order (PostgreSQL): the plain claim's own.
+        only_where(Index("ix_tasks_plain", desc("priority"), "run_after", "id", "queue",
+                         **partial_where(text("status = 'queued' AND limit_key IS NULL AND fair_place IS NULL")),
+                         info={"compare": False}),
+                   lambda dialect: not dialect.is_null_keeps_order),
         # Tasks under a concurrency limit: how many of a key run, and its due ones in
         # claim order. On SQLite only limited tasks are in it.
         Index("ix_tasks_limit", "status", "limit_key", desc("priority"), "run_after", "id",

@@ -56,9 +56,18 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     now = now or utcnow()
     stale = (_c.published_at < now - dt.timedelta(seconds=republish_after),) if republish_after is not None else ()
     unpublished = or_(_c.published_at.is_(None) & (_c.run_after <= now - dt.timedelta(seconds=grace)), *stale)
-    due = (*claims.due_terms(now), unpublished, _c.fair_place.is_(None),
-           or_(_c.limit_key.is_(None), _c.id.in_(_fitting_limited(session, now, unpublished, limit))))
-    rows = _take(session, select(*_PUBLISH_COLUMNS).where(*due).order_by(*CLAIM_ORDER).limit(limit), due, now)
+    # Limited and plain rows apart, each read on its own index: the limited ones that fit
+    # (no more than limit), then plain ones to make up the limit, published in claim order.
+    rows = []
+    fitting_ids = _fitting_limited(session, now, unpublished, limit)
+    if fitting_ids:
+        limited = (*claims.due_terms(now), unpublished, _c.id.in_(fitting_ids))
+        rows = _take(session, select(*_PUBLISH_COLUMNS).where(*limited), limited, now)
+    if len(rows) < limit:
+        plain = (*claims.due_terms(now), unpublished, _c.fair_place.is_(None), _c.limit_key.is_(None))
+        rows = sorted(rows + _take(session, select(*_PUBLISH_COLUMNS).where(*plain).order_by(*CLAIM_ORDER)
+                                   .limit(limit - len(rows)), plain, now),
+                      key=lambda row: (-row.priority, row.run_after, row.id))
     room = min(limit - len(rows), FAIR_AHEAD - session.scalar(_FAIR_OUT))
     if room > 0:  # fair tasks are never published at commit: no grace
         fair = (*claims.due_terms(now), _c.fair_place.is_not(None), or_(_c.published_at.is_(None), *stale))

@@ -66,9 +66,9 @@ def test_sqlite_claim_index_holds_queued_rows_only_in_claim_order_and_serves_the
             claim = str(_unlimited_due(served=False).compile(dialect=engine.dialect))
             plan = connection.exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + claim, ("queued", "2026-01-01 00:00:00", 16, 0)).all()
-        assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in sql
+        assert "(status, fair_place, limit_key, priority DESC, run_after, id, name, queue)" in sql
         assert sql.endswith("WHERE status = 'queued'")
-        assert "USING COVERING INDEX ix_tasks_claim" in str(plan)
+        assert "USING COVERING INDEX ix_tasks_claim (status=? AND fair_place=? AND limit_key=?" in str(plan)
         assert "TEMP B-TREE" not in str(plan)  # read in claim order, never sorted
         command.downgrade(config, "0001")
         with engine.connect() as connection:
@@ -91,9 +91,9 @@ def test_postgres_claim_index_holds_queued_rows_only_in_claim_order_and_serves_t
             claim = _unlimited_due(served=False).compile(dialect=engine.dialect)
             plan = "\n".join(connection.exec_driver_sql(
                 "EXPLAIN " + str(claim), {**claim.params, "now": "2026-01-01", "limit": 16}).scalars())
-        assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in definition
+        assert "(status, fair_place, limit_key, priority DESC, run_after, id, name, queue)" in definition
         assert definition.endswith("WHERE ((status)::text = 'queued'::text)")
-        assert "ix_tasks_claim" in plan
+        assert "ix_tasks_plain" in plan  # the plain rows' own: its planner would sort past IS NULL
         assert "Sort" not in plan  # read in claim order, never sorted
     finally:
         engine.dispose()
@@ -127,6 +127,22 @@ def test_postgres_migrations_make_the_queued_notice_as_the_models_do_and_take_it
 
 
 @mysql_only
+def test_mysql_plain_claim_reads_only_plain_rows_of_the_claim_index_in_order(empty_db):
+    command.upgrade(alembic_config(empty_db), "head")
+    engine = create_engine(empty_db)
+    try:
+        with engine.connect() as connection:
+            claim = _unlimited_due(served=False).compile(dialect=engine.dialect)
+            [plan] = [row for row in connection.exec_driver_sql(
+                "EXPLAIN " + str(claim), {**claim.params, "now": "2026-01-01", "limit": 16}).mappings()
+                if row["table"] == "tasks"]
+    finally:
+        engine.dispose()
+    assert (plan["key"], plan["ref"]) == ("ix_tasks_claim", "const,const,const")  # status, no place, no key
+    assert "filesort" not in (plan["Extra"] or "")  # read in claim order, never sorted
+
+
+@mysql_only
 def test_mysql_claim_index_reads_priority_descending(empty_db):
     command.upgrade(alembic_config(empty_db), "head")
     engine = create_engine(empty_db)
@@ -139,8 +155,8 @@ def test_mysql_claim_index_reads_priority_descending(empty_db):
     finally:
         engine.dispose()
     assert [(name.lower(), order) for name, order in columns] == [
-        ("status", "A"), ("priority", "D"), ("run_after", "A"), ("id", "A"), ("name", "A"), ("queue", "A"),
-        ("limit_key", "A"), ("fair_place", "A")]
+        ("status", "A"), ("fair_place", "A"), ("limit_key", "A"), ("priority", "D"), ("run_after", "A"), ("id", "A"),
+        ("name", "A"), ("queue", "A")]
 
 
 
@@ -154,9 +170,12 @@ def test_postgres_claim_index_reads_priority_descending_and_holds_queued_rows_on
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'").all())
     finally:
         engine.dispose()
-    assert "(status, priority DESC, run_after, id, name, queue, limit_key, fair_place)" in definitions["ix_tasks_claim"]
+    assert "(status, fair_place, limit_key, priority DESC, run_after, id, name, queue)" in definitions["ix_tasks_claim"]
     assert definitions["ix_tasks_claim"].endswith("WHERE ((status)::text = 'queued'::text)")
     assert definitions["ix_tasks_limit"].endswith("WHERE (limit_key IS NOT NULL)")
+    assert "(priority DESC, run_after, id, queue)" in definitions["ix_tasks_plain"]
+    assert definitions["ix_tasks_plain"].endswith(
+        "WHERE (((status)::text = 'queued'::text) AND (limit_key IS NULL) AND (fair_place IS NULL))")
     assert {"ix_tasks_reserved", "ix_tasks_running", "ix_tasks_failed", "ix_tasks_cancelled"} <= set(definitions)
 
 def test_processes_upgrading_a_fresh_database_at_once_take_turns(empty_db):

@@ -17,7 +17,7 @@ from db.dialects.sqlite import SQLite
 
 __all__ = ["MIGRATION_LOCK_TIMEOUT", "Dialect", "MigrationLockTimeout", "Taking", "by_primary_key", "column_type",
            "dialect_for_url", "dialect_named", "dialect_of", "is_transient", "preferred_drivers", "supported_drivers",
-           "with_partial_indexes", "partial_where"]
+           "with_partial_indexes", "partial_where", "only_where"]
 
 _EACH = (SQLite(), MySQL(), PostgreSQL())
 DIALECTS = {backend: dialect for dialect in _EACH for backend in dialect.backends}
@@ -77,9 +77,14 @@ def partial_where(condition):
 
 
 def with_partial_indexes(index):
-    """index, made only on databases with partial indexes (elsewhere another index serves);
-    info tells alembic's comparison (alembic/env.py) so."""
-    names = tuple(dialect.name for dialect in _EACH if dialect.partial_indexes)
+    """index, made only on databases with partial indexes (elsewhere another index serves)."""
+    return only_where(index, lambda dialect: dialect.partial_indexes)
+
+
+def only_where(index, wanted):
+    """index, made only on the databases whose Dialect is wanted(dialect); info tells alembic's
+    comparison (alembic/env.py) so."""
+    names = tuple(dialect.name for dialect in _EACH if wanted(dialect))
     index.info["dialects"] = names
     return index.ddl_if(callable_=lambda ddl, target, bind, **kw: kw["dialect"].name in names)
 

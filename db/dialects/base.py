@@ -35,6 +35,9 @@ class Dialect:
     drivers = ()  # the SQLAlchemy dialect+driver names the service runs this database on
     one_writer = False  # one write transaction at a time: claims may ride in a finishing task's commit
     partial_indexes = False  # CREATE INDEX ... WHERE: the few-row indexes of db.models exist
+    # An index scan past `column IS NULL` terms reads the next columns in order (as past
+    # `column = value`): ix_tasks_claim serves the plain claim; else ix_tasks_plain does.
+    is_null_keeps_order = True
     primary_key_hint = None  # (hint, dialect names) that makes an UPDATE by ids use the primary key
     transient_codes = frozenset()  # driver error codes another attempt may not hit
     transient_words = ()  # words in a driver error message that mean the same

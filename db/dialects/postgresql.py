@@ -20,6 +20,7 @@ class PostgreSQL(Dialect):
     backends = ("postgresql",)
     drivers = ("postgresql+psycopg",)
     partial_indexes = True
+    is_null_keeps_order = False  # IS NULL is no equality to its planner: it would sort
     # SQLSTATEs another attempt may not hit: serialization failure, deadlock, lock not
     # available, the server shutting down or starting, too many connections.
     transient_states = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
