@@ -6,7 +6,7 @@ claims, so a duplicate, late or stray delivery claims nothing.
 """
 import datetime as dt
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 
 from db import claims, fitting
 from db.dialects import Taking, by_primary_key, dialect_of
@@ -30,10 +30,9 @@ _SET_PUBLISHED = by_primary_key(
     update(_table).where(_c.id.in_(bindparam("ids", expanding=True)), _c.status == QUEUED)
     .values(published_at=bindparam("when", type_=_c.published_at.type)))
 _PUBLISH_COLUMNS = (_c.id, _c.queue, _c.priority, _c.run_after, _c.fair_place)
-# Fair tasks handed to the broker and not yet claimed: a relay keeps no more out, so a key
-# that comes later waits behind at most these (and a relay's look) for its turn.
+# The fair tasks a relay hands to the broker: the first due ones in turn order, no more, so
+# a key that comes later (its turns at the head) waits behind at most these for its turn.
 FAIR_AHEAD = 32
-_FAIR_OUT = select(func.count()).where(_c.status == QUEUED, _c.fair_place.is_not(None), _c.published_at.is_not(None))
 _FAIR_WAITING = select(_c.id).where(_c.status == QUEUED, _c.fair_place.is_not(None)).limit(1)
 
 
@@ -47,8 +46,8 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
     (grace seconds after they became due, so a publish in flight is not doubled) and
     those published more than republish_after seconds ago and still not claimed
     (republish_after=None: not those); never those of a paused queue or of a
-    limit key that has all its tasks running; highest priority first. Fair tasks
-    in their turn, while fewer than FAIR_AHEAD of them are out.
+    limit key that has all its tasks running; highest priority first. Of fair tasks,
+    those among the first FAIR_AHEAD in turn order.
 
     Relays running at once take different rows (the Dialect's take: locked rows or one
     statement); a row taken twice anyway is claimed once.
@@ -68,12 +67,20 @@ def take_unpublished(session, limit, republish_after, grace, now=None):
         rows = sorted(rows + _take(session, select(*_PUBLISH_COLUMNS).where(*plain).order_by(*CLAIM_ORDER)
                                    .limit(limit - len(rows)), plain, now),
                       key=lambda row: (-row.priority, row.run_after, row.id))
-    room = min(limit - len(rows), FAIR_AHEAD - session.scalar(_FAIR_OUT))
-    if room > 0:  # fair tasks are never published at commit: no grace
-        fair = (*claims.due_terms(now), _c.fair_place.is_not(None), or_(_c.published_at.is_(None), *stale))
-        rows += _take(session, select(*_PUBLISH_COLUMNS).where(*fair).order_by(_c.fair_place, _c.id).limit(room),
-                      fair, now)
+    if len(rows) < limit:
+        rows += _take_fair_turns(session, now, stale, min(FAIR_AHEAD, limit - len(rows)))
     return [(row.id, row.queue) for row in rows]
+
+
+def _take_fair_turns(session, now, stale, most):
+    """Mark published those of the first `most` due fair tasks in turn order that are not out
+    (never published: fair tasks are not published at commit, so no grace; or stale)."""
+    turns = session.scalars(select(_c.id).where(*claims.due_terms(now), _c.fair_place.is_not(None))
+                            .order_by(_c.fair_place, _c.id).limit(most)).all()
+    if not turns:
+        return []
+    fair = (*claims.due_terms(now), _c.id.in_(turns), or_(_c.published_at.is_(None), *stale))
+    return _take(session, select(*_PUBLISH_COLUMNS).where(*fair), fair, now)
 
 
 def fair_waiting(session):
