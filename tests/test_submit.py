@@ -37,8 +37,8 @@ def test_tasks_commit_with_the_callers_writes_and_are_announced_after(session, t
         assert other.get(Task, first.id) is None  # nor visible
     session.commit()
     assert count_rows(User, User.id == user.id) == 1 and count_rows(Task) == 2
-    assert told == [([(first.id, "create_user", None, None, "default"),
-                      (second.id, "noop", None, None, "default")], [True, True])]
+    assert told == [([(first.id, "create_user", None, None, "default", False),
+                      (second.id, "noop", None, None, "default", False)], [True, True])]
 
 
 def test_a_rollback_takes_the_tasks_with_the_callers_writes_and_announces_nothing(session, told):
