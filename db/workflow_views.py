@@ -1,5 +1,5 @@
 """Reads of workflows for the API, the dashboard and the CLI: one workflow's tree, a page of them."""
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from db.models import Task, Workflow, WorkflowNode
 from db.workflows import ON_ERROR
@@ -9,15 +9,24 @@ _TASK_COLUMNS = (Task.id, Task.name, Task.status, Task.progress, Task.message, T
                  Task.attempts, Task.started_at, Task.finished_at)
 
 
+_TASK_LABELS = tuple(column.label(f"task_{column.key}") for column in _TASK_COLUMNS)
+# The workflow, its steps and their tasks in one statement: as of one moment. (On MySQL each
+# statement of a READ COMMITTED transaction reads its own moment: read apart, a step could
+# show active while its task, read a moment later, had ended and settled it.)
+_WORKFLOW_TREE = (select(Workflow, WorkflowNode, *_TASK_LABELS)
+                  .join(WorkflowNode, WorkflowNode.workflow_id == Workflow.id)
+                  .outerjoin(Task, Task.id == WorkflowNode.task_id)
+                  .where(Workflow.id == bindparam("workflow_id")).order_by(WorkflowNode.id))
+
+
 def get_workflow(session, workflow_id):
     """The workflow as a dict: its row, task step counts, and its tree of steps; None if there is none."""
-    workflow = session.get(Workflow, workflow_id)
-    if workflow is None:
+    rows = session.execute(_WORKFLOW_TREE, {"workflow_id": workflow_id}).all()
+    if not rows:
         return None
-    nodes = session.execute(select(WorkflowNode).where(WorkflowNode.workflow_id == workflow_id)
-                            .order_by(WorkflowNode.id)).scalars().all()
-    task_ids = [node.task_id for node in nodes if node.task_id is not None]
-    found = {row.id: row for row in session.execute(select(*_TASK_COLUMNS).where(Task.id.in_(task_ids)))}
+    workflow, nodes = rows[0].Workflow, [row.WorkflowNode for row in rows]
+    found = {row.WorkflowNode.task_id: {column.key: row._mapping[f"task_{column.key}"] for column in _TASK_COLUMNS}
+             for row in rows if row.task_id is not None}
     below = {}
     for node in nodes:
         below.setdefault(node.parent_id, []).append(node)
@@ -85,7 +94,7 @@ def _tree(node, path, below, found):
     if node.kind == "task":
         task = found.get(node.task_id)
         return {**shown, "name": node.spec["name"], "args": node.spec["args"], "options": node.spec["options"],
-                "task": None if task is None else dict(task._mapping)}
+                "task": task}
     children = sorted(below.get(node.id, []), key=lambda child: child.position)
     on_error = [child for child in children if child.position == ON_ERROR]
     steps = [child for child in children if child.position != ON_ERROR]

@@ -5,10 +5,10 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 
 import db
-from db import attempt_writes, claims
+from db import attempt_writes, claims, workflow_views
 from db.session import session_factory
 from db.models import CANCELLED, FAILED, SUCCEEDED, Task, Workflow, WorkflowNode
 from service.runner import InvalidWorkflow, chain, chord, enqueue, group
@@ -221,3 +221,26 @@ def test_a_1000_member_chord_calls_back_once_while_workers_are_killed(shared_db,
     assert callback.created_at >= max(row.finished_at for row in rows.values() if row is not callback)
     assert {row.status for row in rows.values()} == {SUCCEEDED}
     print(f"{kills} kills; {sum(row.attempts > 1 for row in rows.values())} steps ran again")
+
+
+def test_a_workflow_read_shows_its_steps_and_their_tasks_as_of_one_moment(database):
+    workflow_id, [task_id] = submit(chain(step.s(value=1), step.s(value=2)))
+    ended = []
+
+    def end_the_task_meanwhile(conn, cursor, statement, parameters, context, executemany):
+        # Once the read has seen the steps, another transaction ends the task and settles its
+        # step together, as a worker's finish does.
+        if "workflow_nodes" in statement and not ended:
+            ended.append(True)
+            with db.get_engine().begin() as other:
+                other.execute(update(Task).where(Task.id == task_id).values(status=CANCELLED))
+                other.execute(update(WorkflowNode).where(WorkflowNode.task_id == task_id).values(status=CANCELLED))
+
+    event.listen(db.get_engine(), "after_cursor_execute", end_the_task_meanwhile)
+    try:
+        with db.session_scope() as session:
+            found = workflow_views.get_workflow(session, workflow_id)
+    finally:
+        event.remove(db.get_engine(), "after_cursor_execute", end_the_task_meanwhile)
+    first = found["tree"]["steps"][0]
+    assert ended and (first["status"], first["task"]["status"]) in {("active", "queued"), ("cancelled", "cancelled")}
