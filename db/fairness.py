@@ -5,7 +5,7 @@ key's next turn is the turn after its last queued task's, but never before the
 first due fair task's of its priority (the head): a key with 10 tasks queued
 behind one with 10,000 gets the head's turn, the next, and so on, so the fair
 claim (db.claims), reading places in order, takes the keys in turn. Two
-submits of one key at the same moment may both get a turn: they share it.
+submits of one key at the same moment may be given the same turns: they share them.
 """
 from sqlalchemy import and_, bindparam, func, or_, select
 
