@@ -118,7 +118,7 @@ def update_picked(pick, where, values, columns):
     LOCKED)` while the UPDATE runs, and a rescan skips the rows the UPDATE has already
     changed, so it took more than the LIMIT (MATERIALIZED makes it read the pick once)."""
     def marking(ids):
-        return update(_table).where(_c.id.in_(ids), *where).values(**values).returning(*columns)
+        return by_primary_key(update(_table).where(_c.id.in_(ids), *where).values(**values).returning(*columns))
     picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
     return dict(returning=marking(select(picked.c.id)), returning_inline=marking(pick.scalar_subquery()))
 
@@ -185,7 +185,7 @@ def _limited_statements(served, given):
         where.append(_c.queue.in_(bindparam("queues", expanding=True)))
     if given:
         where.append(_c.id.in_(_IDS))
-    return fitting.keys_waiting(where), fitting.first_of_keys(where)
+    return fitting.keys_waiting(where), fitting.FirstOfKeys(where)
 
 
 _LIMITED = {(served, given): _limited_statements(served, given)
@@ -218,12 +218,11 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=Non
                     [{"limit_key": key, "created_at": now} for key in sorted({g.limit_key for g in groups})])
     room = fitting.Room.read(session, groups, now)
     keys = room.open_keys(groups)
-    if on_full is not None and (room.full_rates or not keys):
-        on_full(rates.next_opening(session, now, room.full_rates) if room.full_rates else None, not keys)
-    if not keys:
-        return []
-    rows = session.execute(first_of_keys, {**params, "keys": keys, "cap": room.cap(groups, limit)})
-    ids = room.pick(rows, limit)
+    ids = room.pick(first_of_keys.rows(session, params, keys, room.cap(groups, limit)), limit) if keys else []
+    if on_full is not None:  # told as this claim leaves them, so a claim that fills the last room pauses the next
+        full_rates, none_open = room.full_rates(), not room.open_keys(groups)
+        if full_rates or none_open:
+            on_full(rates.next_opening(session, now, full_rates) if full_rates else None, none_open)
     if not ids:
         return []
     reserved = {"ids": ids, "v_owner": owner, "v_now": now}

@@ -104,6 +104,12 @@ class Task(Base):
         # claim order. On SQLite only limited tasks are in it.
         Index("ix_tasks_limit", "status", "limit_key", desc("priority"), "run_after", "id",
               **partial_where(text("limit_key IS NOT NULL")), info={"compare": False}),
+        # Which limit keys have due tasks, and their limits (db.fitting.keys_waiting): read in
+        # group order off this index alone, where indexes can be partial (on MySQL every
+        # task would pay for it; there ix_tasks_limit serves).
+        with_partial_indexes(Index("ix_tasks_limit_groups", "status", "limit_key", "rate_key", "concurrency",
+                                   "rate_limit", "run_after", "queue",
+                                   **partial_where(text("limit_key IS NOT NULL")))),
         # Fair tasks: their due ones in turn order (the fair claim), and a key's last turn (a
         # submit's). On SQLite and PostgreSQL only fair tasks are in them; on MySQL the claim
         # reads the range of rows that have a place (a NULL sorts below every place).

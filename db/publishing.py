@@ -112,6 +112,6 @@ def _fitting_limited(session, now, unpublished, limit):
     if not keys:
         return []
     # Rows handed out already take their room too: read up to twice the limit of each key.
-    rows = session.execute(fitting.first_of_keys(where, case((unpublished, True), else_=False).label("offered")),
-                           {"keys": keys, "cap": room.cap(groups, 2 * limit)})
+    first_of_keys = fitting.FirstOfKeys(where, case((unpublished, True), else_=False).label("offered"))
+    rows = first_of_keys.rows(session, {}, keys, room.cap(groups, 2 * limit))
     return room.pick(rows, limit, offered=lambda row: row.offered)

@@ -26,14 +26,15 @@ _OPENING = (select(_s.counts_until).where(_s.rate_key == _KEY, _s.counts_until >
             .order_by(_s.counts_until).offset(bindparam("skip")).limit(1))
 
 
-def in_use(now):
-    """A subquery of (rate_key, used) for keys with starts still counting or tasks reserved to
-    start: a claim takes no more of a key than its limit minus what is used."""
-    counting = select(_s.rate_key, func.count().label("n")).where(_s.counts_until > now).group_by(_s.rate_key)
-    reserved = (select(_c.rate_key, func.count().label("n")).where(_c.status == RESERVED, *_RATE_LIMITED)
-                .group_by(_c.rate_key))
-    both = union_all(counting, reserved).subquery()
-    return select(both.c.rate_key, func.sum(both.c.n).label("used")).group_by(both.c.rate_key).subquery()
+_KEYS = bindparam("rate_keys", expanding=True)
+_COUNTING_BY_KEY = (select(_s.rate_key, func.count().label("n"))
+                    .where(_s.rate_key.in_(_KEYS), _s.counts_until > _NOW).group_by(_s.rate_key))
+_RESERVED_BY_KEY = (select(_c.rate_key, func.count().label("n"))
+                    .where(_c.status == RESERVED, *_RATE_LIMITED, _c.rate_key.in_(_KEYS)).group_by(_c.rate_key))
+_BOTH = union_all(_COUNTING_BY_KEY, _RESERVED_BY_KEY).subquery()
+# Built once: a claim's limited step asks every time (building them anew cost more than running them).
+_USED_BY = select(_BOTH.c.rate_key, func.sum(_BOTH.c.n)).group_by(_BOTH.c.rate_key)
+_NEXT_OPENING = select(func.min(_s.counts_until)).where(_s.rate_key.in_(_KEYS), _s.counts_until > _NOW)
 
 
 def opening(session, rate_key, limit, now):
@@ -56,17 +57,16 @@ def log_start(session, rate_key, window, now):
 
 
 def used_by(session, rate_keys, now):
-    """{rate key: its starts still counting plus its tasks reserved to start} for these keys."""
+    """{rate key: its starts still counting plus its tasks reserved to start} for these keys: a
+    claim takes no more of a key than its limit minus what is used."""
     if not rate_keys:
         return {}
-    use = in_use(now)
-    return dict(session.execute(select(use.c.rate_key, use.c.used).where(use.c.rate_key.in_(sorted(rate_keys)))).all())
+    return {key: int(used) for key, used in session.execute(_USED_BY, {"rate_keys": sorted(rate_keys), "now": now})}
 
 
 def next_opening(session, now, rate_keys):
     """The earliest time a logged start of these keys stops counting, or None: a claim may then find room."""
-    return session.scalar(select(func.min(_s.counts_until)).where(_s.rate_key.in_(sorted(rate_keys)),
-                                                                   _s.counts_until > now))
+    return session.scalar(_NEXT_OPENING, {"rate_keys": sorted(rate_keys), "now": now})
 
 
 def prune(session, now, batch=1000):

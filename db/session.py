@@ -53,6 +53,7 @@ def init_engine(url, pool_size=10, max_overflow=10, echo=False, write_turn=False
     if _engine is not None:
         dispose_engine()
     engine = create_engine(url, **options)
+    dialect.adapt(engine)
     event.listen(engine, "connect", dialect.on_connect)
     if write_turn:
         dialect.instrument(engine)

@@ -14,6 +14,7 @@ from service.runner.limits import RateLimit, parse_rate
 from service.cli.text import stats_lines, task_lines
 from service.runner.registry import TaskRegistry
 from service.schemas import UtcDateTime
+from tests.plans import sqlite_plans
 from tests.conftest import FAST, count_rows, grown, most_in_any_window, scrape, wait_finished, wait_for
 from tests.sample_tasks import Rated
 from tests.server import Worker
@@ -97,6 +98,36 @@ def test_the_relay_publishes_what_fits_counting_what_it_published_before(session
     session.commit()
     # Published and not yet claimed: they hold the rate's room, so nothing more goes out.
     assert publishing.take_unpublished(session, 10, None, 0) == []
+
+
+def test_a_claim_that_takes_the_last_room_says_none_is_left(session):
+    """So the next claims leave the limited step out for a moment, not read the backlog again."""
+    enqueue(session, "rated_slowly", 5)  # 3 starts a minute
+    heard = []
+    taken = claims.claim_due(session, "one", 10, on_full=lambda when, none_open: heard.append((when, none_open)))
+    session.commit()
+    assert len(taken) == 3
+    assert heard == [(None, True)]  # full, and no logged start to wait for yet: reserved ones hold it
+
+
+def test_a_sqlite_claim_finds_its_rows_by_id_and_its_waiting_keys_on_their_own_index(database, session):
+    """An UPDATE by ids went through the claim index's status term, reading every queued row,
+    and the waiting keys were grouped from every waiting row in a temporary B-tree."""
+    if database.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner picks its index without statistics; MySQL's by its own")
+    enqueue(session, "rated_slowly", 5)
+    enqueue(session, "noop", 5)
+
+    def work():
+        claims.claim_due(session, "one", 10)
+        session.rollback()
+    plans = sqlite_plans(database, work, kinds=("SELECT", "UPDATE"))
+    updates = [plan for statement, plan in plans if statement.startswith("UPDATE tasks")]
+    assert len(updates) >= 2  # the plain claim and the limited one
+    for plan in updates:
+        assert plan[0] == "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)", plan
+    [keys] = [plan for statement, plan in plans if "GROUP BY tasks.limit_key, tasks.rate_key" in statement]
+    assert "COVERING INDEX ix_tasks_limit_groups" in keys[0] and not any("TEMP B-TREE" in step for step in keys), keys
 
 
 def test_a_start_over_the_rate_goes_back_to_the_queue_with_its_attempt_not_counted(session):

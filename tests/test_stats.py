@@ -5,7 +5,7 @@ import random
 import threading
 
 import pytest
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 import db
 from db import runners, stats, tasks
@@ -13,6 +13,7 @@ from db.models import FINISHED_STATES, STATES, Task, TaskRollup, TaskTotal, Work
 from db.reset import reset_database_and_commit
 from service.runner import enqueue, group
 from tests.conftest import wait_for
+from tests.plans import sqlite_plans
 from tests.sample_tasks import step
 
 NOW = utcnow()
@@ -209,24 +210,6 @@ def test_runners_roll_up_and_prune_on_their_heartbeat(make_runner, session):
         left = +collections.Counter({k: v for k, v in counted(s).items() if k[1] in FINISHED_STATES})
         assert stats.finished_counts(s) == left
         assert sum(left.values()) < sum(truth.values())
-
-
-def sqlite_plans(engine, work):
-    """EXPLAIN QUERY PLAN of every SELECT that work() sends to SQLite."""
-    sent = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        work()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    with engine.connect() as connection:
-        return [(statement, [row[3] for row in connection.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + statement, parameters).all()]) for statement, parameters in sent]
 
 
 def test_counts_and_lists_never_read_the_whole_table(database, session):

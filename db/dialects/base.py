@@ -77,8 +77,11 @@ class Dialect:
     def on_connect(self, dbapi_connection, connection_record):
         """Set up each new connection (the engine calls it)."""
 
+    def adapt(self, engine):
+        """Adjust a new engine to this database (every engine, before its first statement)."""
+
     def instrument(self, engine):
-        """Add this database's engine event listeners."""
+        """Add this database's engine event listeners (writers that take turns)."""
 
     def restart_ids(self, session, tables):
         """Make the next row of each (emptied) table get id 1."""
