@@ -4,6 +4,7 @@ import time
 from sqlalchemy import select
 
 from db.claims import claim_due, claim_unlimited
+from db.fitting import KeysWaiting
 from db.models import QUEUED, Task, utcnow
 
 _c = Task.__table__.c
@@ -38,17 +39,18 @@ class Claimer:
     """A process's claims: with the limited step while limited tasks may wait, and the fair
     step while fair ones may (see _Lookout).
 
-    The limited step costs every claim a few statements, and reads every waiting limited
-    row: taken only when needed. After one that found every waiting key full, the next
+    The limited step costs every claim a few statements: taken only when needed. After one that found every waiting key full, the next
     claims leave it out for `pause` seconds (or until a full rate key has room, if
     sooner), so tasks no limit governs are not slowed by a backlog that cannot run: a
     slot freed meanwhile is taken up to `pause` seconds later. A claim that finds a rate
     key full learns when it has room again (room_in), so its tasks wait for that room,
-    not for the next poll.
+    not for the next poll. Which keys have tasks waiting it reads again every `keys_for`
+    seconds, or at once after new_work() (see fitting.KeysWaiting).
     """
 
-    def __init__(self, declares_limits, declares_fair=lambda: False, every=1.0, pause=0.1):
+    def __init__(self, declares_limits, declares_fair=lambda: False, every=1.0, pause=0.1, keys_for=0.5):
         self.limited = _Lookout(declares_limits, _ANY_LIMITED_WAITING, every)
+        self.keys_waiting = KeysWaiting(keys_for)
         self.fair = _Lookout(declares_fair, _ANY_FAIR_WAITING, every)
         self.pause = pause
         self._next_room = None  # when a full rate key the last claim met has room again
@@ -59,8 +61,13 @@ class Claimer:
         fair = self.fair.may_wait(session)
         if time.monotonic() >= self._limited_after and self.limited.may_wait(session):
             self._next_room = None
-            return claim_due(session, owner, limit, queues, on_full=self._full, fair=fair)
+            return claim_due(session, owner, limit, queues, on_full=self._full, fair=fair,
+                             keys_waiting=self.keys_waiting)
         return claim_unlimited(session, owner, limit, queues, fair=fair)
+
+    def new_work(self):
+        """Tasks were queued: the next limited step reads which keys wait afresh."""
+        self.keys_waiting.forget()
 
     def _full(self, when, none_open):
         self._next_room = when

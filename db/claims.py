@@ -192,11 +192,14 @@ _LIMITED = {(served, given): _limited_statements(served, given)
             for served in (False, True) for given in (False, True)}
 
 
-def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=None):
+def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=None,
+                  keys_waiting=fitting.read_keys_waiting):
     """Reserve up to limit due limited tasks for owner, none beyond its key's concurrency or its
     rate key's room; return their Claims in claim order. queues: only those (all if None);
-    task_ids: only those. on_full(when, none_open) hears of full keys: when a full rate key's
-    next logged start stops counting (None: no rate key is full), and whether no key had room.
+    task_ids: only those. on_full(when, none_open) hears of full keys, as this claim leaves
+    them: when a full rate key's next logged start stops counting (None: no rate key is full),
+    and whether no key has room. keys_waiting(session, statement, params) reads the keys
+    with due tasks (a fitting.KeysWaiting may answer from a recent read).
 
     Claimers of one key take turns: each first writes the key's task_limits row
     (a row lock on MySQL, the write lock on SQLite) and only then counts its
@@ -210,7 +213,7 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=Non
         params["queues"] = list(queues)
     if task_ids is not None:
         params["ids"] = list(task_ids)
-    groups = session.execute(keys_of, params).all()
+    groups = keys_waiting(session, keys_of, params)
     if not groups:
         return []
     # Take the keys' turns, in one order everywhere so two claimers cannot deadlock.
@@ -219,7 +222,7 @@ def claim_limited(session, owner, limit, queues=None, task_ids=None, on_full=Non
     room = fitting.Room.read(session, groups, now)
     keys = room.open_keys(groups)
     ids = room.pick(first_of_keys.rows(session, params, keys, room.cap(groups, limit)), limit) if keys else []
-    if on_full is not None:  # told as this claim leaves them, so a claim that fills the last room pauses the next
+    if on_full is not None:  # as this claim leaves them: a claim that takes the last room pauses the next
         full_rates, none_open = room.full_rates(), not room.open_keys(groups)
         if full_rates or none_open:
             on_full(rates.next_opening(session, now, full_rates) if full_rates else None, none_open)
@@ -242,11 +245,13 @@ def give_back(session, task_ids, owner):
         session.execute(_GIVE_BACK, {"ids": list(task_ids), "v_owner": owner})
 
 
-def claim_due(session, owner, limit, queues=None, on_full=None, fair=True):
+def claim_due(session, owner, limit, queues=None, on_full=None, fair=True,
+              keys_waiting=fitting.read_keys_waiting):
     """Reserve the first limit due tasks, limited or not, in claim order (fair ones in turn
-    order); return their Claims. on_full as claim_limited takes it, fair as claim_unlimited."""
+    order); return their Claims. on_full and keys_waiting as claim_limited takes them, fair
+    as claim_unlimited."""
     unlimited = claim_unlimited(session, owner, limit, queues, fair=fair)
-    limited = claim_limited(session, owner, limit, queues, on_full=on_full)
+    limited = claim_limited(session, owner, limit, queues, on_full=on_full, keys_waiting=keys_waiting)
     if not limited:
         return unlimited
     return _first(session, owner, merged(unlimited, limited), limit)

@@ -8,6 +8,7 @@ that one's joins once per waiting row: a third of a second with 2,000 waiting):
    (FirstOfKeys); Room.pick then takes them in claim order while their keys have room.
 """
 import dataclasses
+import time
 
 from sqlalchemy import bindparam, func, select, union_all
 
@@ -23,6 +24,34 @@ def keys_waiting(where):
     return (select(_c.limit_key, _c.rate_key, func.min(_c.concurrency).label("concurrency"),
                    func.min(_c.rate_limit).label("rate_limit"))
             .where(*where).group_by(_c.limit_key, _c.rate_key))
+
+
+def read_keys_waiting(session, statement, params):
+    """keys_waiting's rows, read now."""
+    return session.execute(statement, params).all()
+
+
+class KeysWaiting:
+    """keys_waiting's rows, read again once `fresh_for` seconds old or after forget(): a
+    claimer takes the limited step at every opening of a rate, and grouping the whole
+    backlog each time cost more than the rest of the step. A key first queued meanwhile
+    waits up to that long (a submit in this process makes the claimer forget at once);
+    what fits is decided fresh each time (Room.read), so no limit is ever passed."""
+
+    def __init__(self, fresh_for):
+        self.fresh_for = fresh_for
+        self._kept = (None, -float("inf"))  # (rows, when read); one tuple: claims on many threads
+
+    def __call__(self, session, statement, params):
+        rows, read_at = self._kept
+        now = time.monotonic()
+        if rows is None or now - read_at >= self.fresh_for:
+            rows = read_keys_waiting(session, statement, params)
+            self._kept = (rows, now)
+        return rows
+
+    def forget(self):
+        self._kept = (None, -float("inf"))
 
 
 class FirstOfKeys:

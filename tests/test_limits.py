@@ -4,7 +4,7 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 
 import db
 from db import claims, attempt_writes, limits, tasks
@@ -245,6 +245,36 @@ def test_a_process_that_declares_no_limit_still_claims_limited_rows_that_wait(se
     session.commit()
     assert claimer.claim(session, "a", 8) == []  # the limit still holds
     session.commit()
+
+
+def test_a_claimer_groups_the_waiting_keys_again_only_when_they_are_old_or_work_was_queued(database, session):
+    """Grouping every waiting row at each limited step cost more than the rest of the step."""
+    grouped = []
+
+    def count(conn, cursor, statement, *_):
+        if "GROUP BY tasks.limit_key, tasks.rate_key" in statement:
+            grouped.append(statement)
+    event.listen(database, "before_cursor_execute", count)
+    try:
+        claimer = Claimer(lambda: True, pause=0, keys_for=60)  # no pause after a claim that found every key full
+        first = enqueue(session, "per_customer", 2, customer="a")
+        assert [claim.id for claim in claimer.claim(session, "w", 8)] == first[:1]
+        session.commit()
+        late = enqueue(session, "per_customer", 1, customer="b")  # a key the kept read does not hold
+        assert claimer.claim(session, "w", 8) == []  # a's one slot is held; b's key is not known yet
+        session.commit()
+        assert len(grouped) == 1
+        claimer.new_work()  # as a submit in this process tells it
+        assert [claim.id for claim in claimer.claim(session, "w", 8)] == late
+        session.commit()
+        assert len(grouped) == 2
+        fresh = Claimer(lambda: True, pause=0, keys_for=0.0)  # read each time
+        fresh.claim(session, "v", 8)
+        fresh.claim(session, "v", 8)
+        session.commit()
+        assert len(grouped) == 4
+    finally:
+        event.remove(database, "before_cursor_execute", count)
 
 
 def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):

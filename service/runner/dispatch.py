@@ -24,7 +24,7 @@ class Dispatcher:
         self.reserved = 0  # slots held for claims still in their transaction (under process.changed)
         self._wake = threading.Event()
         self._submitted = False  # the last wake-up came from a submit
-        self._claimer = claimer.Claimer(registry.has_limits, registry.has_fair)
+        self._claimer = claimer.Claimer(registry.has_limits, registry.has_fair, keys_for=config.poll_interval)
         self._handing = threading.Lock()  # claims reach the jobs in the order they were claimed
         with session_scope() as session:  # not the caller's registry Session
             self.claims_ride_in_commits = claims.claims_ride_in_commits(session)
@@ -33,6 +33,7 @@ class Dispatcher:
         """There may be new work: claim now (it also polls on its own)."""
         if submitted:
             self._submitted = True
+            self._claimer.new_work()
         self._wake.set()
 
     def run(self):
