@@ -72,10 +72,17 @@ class Claimer:
     def _full(self, when, none_open):
         self._next_room = when
         if none_open:
-            self._limited_after = time.monotonic() + min(self.pause, self.room_in())
+            self._limited_after = time.monotonic() + min(self.pause, max(0.0, self._till_room()))
 
     def room_in(self):
-        """Seconds till a rate limit may have room again (inf if none is counting)."""
+        """Seconds till a rate limit may have room again: when to look without being woken (inf
+        if none is counting, or once that time has passed: the next claim takes the limited
+        step, and one with no free slot to claim for waits for a worker to free one; answering
+        0 then kept a dispatcher claiming nothing in a loop)."""
+        left = self._till_room()
+        return left if left > 0 else float("inf")
+
+    def _till_room(self):
         if self._next_room is None:
             return float("inf")
-        return max(0.0, (self._next_room - utcnow()).total_seconds())
+        return (self._next_room - utcnow()).total_seconds()

@@ -277,6 +277,23 @@ def test_a_claimer_groups_the_waiting_keys_again_only_when_they_are_old_or_work_
         event.remove(database, "before_cursor_execute", count)
 
 
+def test_a_claimer_asks_to_be_woken_for_a_rate_opening_only_before_it(session):
+    """Once the opening had passed it answered 0: a dispatcher with every slot taken looped
+    without waiting (20,000 times in 10 s), slowing every task in the process."""
+    enqueue(session, "rated", 11)  # 10 a second
+    claimer = Claimer(lambda: True, pause=0)
+    taken = claimer.claim(session, "w", 20)
+    for claim in taken:
+        assert attempt_writes.start_task(session, claim, "w") == attempt_writes.STARTED
+    session.commit()
+    assert len(taken) == 10
+    assert claimer.claim(session, "w", 20) == []  # full: the first start stops counting in 1 s
+    session.commit()
+    assert 0 < claimer.room_in() <= 1.0
+    wait_for(lambda: claimer.room_in() == float("inf"), timeout=5,
+             message="the passed opening to stop asking for a wake-up")
+
+
 def test_when_waiting_tasks_disagree_on_the_limit_the_lowest_holds(session):
     ids = [tasks.insert_task(session, "noop", {}, limit_key="k", concurrency=n).id for n in (5, 5, 2, 5)]
     session.commit()
