@@ -2,8 +2,8 @@
 
 A worker process (make worker, 4 threads) drains plain no-op tasks three ways, taking
 turns for ROUNDS rounds, best of each: declaring no limit (the floor); declaring a
-rate-limited task with none of its tasks waiting; and with 2,000 of them waiting at 10/s in the same queue,
-so every claim also takes the limited step. Each drain is timed from the first plain
+rate-limited task with none of its tasks waiting; and with 2,000 of them waiting at 10/s
+in the same queue, so every claim also takes the limited step. Each drain is timed from the first plain
 task's start to the last one's finish.
 
 Fair share, with a worker that declares a fair task: the drain of as many fair no-op
