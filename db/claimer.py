@@ -41,10 +41,10 @@ class Claimer:
 
     The limited step costs every claim a few statements: taken only when needed. After
     one that found every waiting key full, the next claims leave it out for `pause`
-    seconds (or until a full rate key has room, if sooner), so tasks no limit governs are not slowed by a backlog that cannot run: a
-    slot freed meanwhile is taken up to `pause` seconds later. A claim that finds a rate
-    key full learns when it has room again (room_in), so its tasks wait for that room,
-    not for the next poll. Which keys have tasks waiting it reads again every `keys_for`
+    seconds (or until a full rate key has room, if sooner), so tasks no limit governs
+    are not slowed by a backlog that cannot run: a slot freed meanwhile is taken up to
+    `pause` seconds later. A claim that finds a rate key full learns when it has room
+    again (room_in), so its tasks wait for that room, not for the next poll. Which keys have tasks waiting it reads again every `keys_for`
     seconds, or at once after new_work() (see fitting.KeysWaiting).
     """
 
